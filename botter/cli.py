@@ -1,0 +1,38 @@
+"""The console scripts: thin Hydra apps that wire the stages together.
+
+Every value can be overridden on the command line (`botter-train trainer.lr=3e-4`). Bad input
+(config, data, symbol, network) prints one line and exits with code 2.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from botter import config  # noqa: F401  (registers the resolvers the configs use)
+from botter.errors import BotterError
+
+
+def _app(config_name: str, task) -> None:
+    """Run `task(cfg)` as the Hydra app of `configs/<config_name>.yaml`."""
+    started = False
+
+    @hydra.main(config_path="pkg://botter.configs", config_name=config_name, version_base="1.3")
+    def main(cfg: DictConfig):
+        nonlocal started
+        started = True
+        try:
+            return task(cfg)
+        except (BotterError, OmegaConfBaseException) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    try:
+        main()
+    except SystemExit as e:
+        # Hydra prints its own short message and exits 1 for an override or config option it
+        # cannot compose: that is bad input too.
+        if e.code == 1 and not started:
+            sys.exit(2)
+        raise
