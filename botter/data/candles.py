@@ -1,0 +1,52 @@
+"""The Candles frame every stage passes around, and the few helpers that build and slice it.
+
+A Candles frame: index `time` (tz-aware UTC DatetimeIndex of candle OPEN times, sorted, unique),
+float64 columns open, high, low, close, volume. The candle at t is known at its close, t + timeframe.
+"""
+
+import ccxt
+import numpy as np
+import pandas as pd
+
+from botter.errors import BotterError
+
+COLUMNS = ["open", "high", "low", "close", "volume"]
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of one candle in milliseconds ("5m" -> 300000)."""
+    try:
+        return int(ccxt.Exchange.parse_timeframe(timeframe)) * 1000
+    except Exception as e:
+        raise BotterError(f"timeframe {timeframe!r} is not a timeframe like 1m, 5m, 1h, 1d: {e}") from e
+
+
+def from_rows(rows) -> pd.DataFrame:
+    """Build a Candles frame from ccxt OHLCV rows [open time ms, open, high, low, close, volume].
+
+    Rows are kept in the order given (duplicates and disorder are for `validate` to report).
+    """
+    a = np.asarray(rows, dtype="float64").reshape(-1, 6)
+    index = pd.DatetimeIndex(pd.to_datetime(a[:, 0].astype("int64"), unit="ms", utc=True), name="time")
+    return pd.DataFrame(a[:, 1:], index=index, columns=COLUMNS)
+
+
+def to_ms(t) -> int:
+    """A time (text like "2024-01-01", a datetime, or epoch ms as int) as UTC epoch milliseconds."""
+    if isinstance(t, (int, np.integer)):
+        return int(t)
+    try:
+        ts = pd.Timestamp(t)
+    except (ValueError, TypeError) as e:
+        raise BotterError(f"cannot read {t!r} as a time: write it like 2024-01-01 or 2024-01-01T12:00") from e
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+def between(df: pd.DataFrame, start=None, end=None) -> pd.DataFrame:
+    """Candles with open time in [start, end) (either bound may be None)."""
+    if start is not None:
+        df = df[df.index >= pd.Timestamp(to_ms(start), unit="ms", tz="UTC")]
+    if end is not None:
+        df = df[df.index < pd.Timestamp(to_ms(end), unit="ms", tz="UTC")]
+    return df
