@@ -1,0 +1,252 @@
+"""Chart rendering: candles -> the uint8 images the CNN reads.
+
+Two renderers behind `render()`:
+
+- `ohlc`: the bar charts of Jiang, Kelly & Xiu, "(Re-)Imag(in)ing Price Trends". Black background,
+  white pixels, 3 px per candle (open tick in the left column, high-low bar in the middle column,
+  close tick in the right column), prices scaled per window from the window's low to its high
+  (and the moving average's, when drawn), an optional moving-average line through the middle
+  columns and an optional volume panel in the bottom fifth under a 1-px gap. One torch
+  implementation (`ohlc_images`) renders all windows at once, on the CPU for `render()` and on a
+  GPU when the candles already live there.
+- `mplfinance`: real candlestick charts drawn by mplfinance, one figure per window (slow).
+
+Window i ends at candle i + window - 1, or at candle ends[i]. An image uses only its window's
+candles and, for the moving average, the candles just before it: never a later candle.
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from botter.errors import BotterError
+
+COLUMNS = ["open", "high", "low", "close", "volume"]
+
+
+def render(
+    candles: pd.DataFrame,
+    window: int,
+    *,
+    name: str,
+    height: int,
+    width: int,
+    channels: int,
+    ends=None,
+    **options,
+) -> np.ndarray:
+    """Render windows of `candles` into images, uint8 (N, channels, height, width).
+
+    candles: Candles frame (UTC DatetimeIndex `time`; open, high, low, close, volume).
+    window: candles per image. ends: candle index (0-based) of each window's last candle;
+    default every full window, ends = window-1 .. len(candles)-1.
+    name: "ohlc" or "mplfinance"; options are that renderer's keyword arguments
+    (`ohlc_images` / `mplfinance_images`), exactly the extra keys of configs/render/<name>.yaml.
+    Raises BotterError for a window with a missing, non-positive or inconsistent candle.
+    """
+    if name not in RENDERERS:
+        raise BotterError(f"render.name={name!r} is not one of: {', '.join(RENDERERS)}")
+    expected = 1 if name == "ohlc" else 3
+    if channels != expected:
+        raise BotterError(f"render.channels={channels} but the {name} renderer draws {expected}: set it")
+    missing = [c for c in COLUMNS if c not in candles.columns]
+    if missing:
+        raise BotterError(f"candles lack the columns {missing}: pass a Candles frame (botter.data.load)")
+    if not 1 <= window <= len(candles):
+        raise BotterError(f"window={window} needs 1 <= window <= len(candles) = {len(candles)}")
+    ends = np.arange(window - 1, len(candles)) if ends is None else np.asarray(ends, dtype=np.int64)
+    if ends.size and (ends.min() < window - 1 or ends.max() >= len(candles)):
+        raise BotterError(
+            f"ends must lie in [window-1, len(candles)-1] = [{window - 1}, {len(candles) - 1}], "
+            f"got {ends.min()}..{ends.max()}"
+        )
+    return RENDERERS[name](candles, window, ends, height=height, width=width, **options)
+
+
+def _render_ohlc(candles, window, ends, *, height, width, ma=None, volume=True) -> np.ndarray:
+    if width != 3 * window:
+        raise BotterError(f"render.width={width} but ohlc draws 3 px per candle: set render.width={3 * window}")
+    prices = torch.tensor(candles[COLUMNS].to_numpy(np.float64))  # (T, 5)
+    images = ohlc_images(
+        prices, torch.from_numpy(ends), window, height=height, ma=ma, volume=volume, times=candles.index
+    )
+    return images.numpy()
+
+
+def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True, times=None, chunk=None):
+    """Jiang-Kelly-Xiu bar charts as a uint8 tensor (N, 1, height, 3*window) on prices' device.
+
+    prices: (T, 5) float tensor of open, high, low, close, volume (any device). ends: (N,) int64
+    tensor, candle index of each window's last candle (>= window-1). height: pixels (rows).
+    ma: moving-average length in candles (of the close, drawn through the middle columns from the
+    candles up to each column's candle), or None. volume: draw the volume panel in the bottom
+    fifth under a 1-px gap, bars scaled by the window's largest volume.
+    times: optional labels of the T candles, used in error messages only. chunk: windows per
+    step; by default about 1 MiB of image on the CPU (stays in cache), everything on a GPU.
+    Raises BotterError naming the first window that holds a bad candle.
+    """
+    ma = int(ma) if ma else 0
+    lookback = window + max(ma - 1, 0)  # candles each image reads
+    vol_rows = height // 5 if volume else 0
+    price_rows = height - vol_rows - 1 if volume else height
+    if price_rows < 2:
+        raise BotterError(f"render.height={height} leaves {price_rows} price rows: use at least 8")
+    _check(prices, ends, window, lookback, times)
+    if chunk is None:
+        chunk = len(ends) if prices.is_cuda else max(1, (1 << 20) // (height * 3 * window))
+    out = torch.zeros((len(ends), 1, height, 3 * window), dtype=torch.uint8, device=prices.device)
+    for s in range(0, len(ends), chunk):
+        e = ends[s : s + chunk]
+        idx = e[:, None] + torch.arange(1 - lookback, 1, device=prices.device)  # (n, L)
+        g = prices[idx.clamp(min=0)]  # (n, L, 5)
+        o, h, l, c, v = g[:, -window:].unbind(-1)  # (n, W) each
+        lo, hi = l.amin(1), h.amax(1)  # (n,)
+        line = None
+        if ma:
+            line = g[:, :, 3].unfold(1, ma, 1).mean(-1)  # (n, W): MA at each candle of the window
+            line = line.masked_fill(idx[:, ma - 1 :] < ma - 1, float("nan"))  # too little history
+            known = ~line.isnan()
+            lo = torch.minimum(lo, line.masked_fill(~known, float("inf")).amin(1))
+            hi = torch.maximum(hi, line.masked_fill(~known, float("-inf")).amax(1))
+        span = hi - lo
+        flat = span <= 0
+
+        def row(p):  # price -> fractional row, 0 = top = window high; a flat window sits mid-height
+            frac = torch.where(flat[:, None], 0.5, (hi[:, None] - p) / span.masked_fill(flat, 1)[:, None])
+            return frac * (price_rows - 1)
+
+        def rnd(x):
+            return x.round().to(torch.int16)
+
+        # One lit interval [top, bottom] of rows per column: open tick, high-low bar, close tick.
+        top = rnd(row(torch.stack([o, h, c], -1).flatten(1)))  # (n, 3W)
+        bottom = rnd(row(torch.stack([o, l, c], -1).flatten(1)))  # (n, 3W)
+        rows = torch.arange(price_rows, dtype=torch.int16, device=prices.device)[:, None]  # (P, 1)
+        lit = _within(rows, top[:, None], bottom[:, None])  # (n, P, 3W)
+        if ma:
+            # The line joins the MA points at the middle columns 3j+1: each column lights the rows
+            # the line crosses between its left and right edge (x -/+ 0.5), so it stays connected.
+            edge = torch.arange(3 * window + 1, device=prices.device) - 0.5  # (3W+1,)
+            t = ((edge - 1) / 3).clamp(0, window - 1)  # in candles
+            j = t.floor().long().clamp(max=window - 1)
+            ext = torch.cat([line, line[:, -1:]], 1)  # (n, W+1)
+            at = ext[:, j] + (ext[:, j + 1] - ext[:, j]) * (t - j)  # (n, 3W+1) MA at each edge
+            r = row(at)
+            a, b = torch.minimum(r[:, :-1], r[:, 1:]), torch.maximum(r[:, :-1], r[:, 1:])  # (n, 3W)
+            drawn = ~(a.isnan() | b.isnan())
+            a, b = rnd(a.nan_to_num(1)), rnd(b.nan_to_num(0))
+            a, b = a.masked_fill(~drawn, 1), b.masked_fill(~drawn, 0)  # empty interval
+            lit |= _within(rows, a[:, None], b[:, None])
+        out[s : s + chunk, 0, :price_rows] = lit.view(torch.uint8).mul_(255)
+        if volume:
+            vmax = v.amax(1, keepdim=True)  # (n, 1)
+            bar = (v / vmax.masked_fill(vmax <= 0, 1) * vol_rows).round().to(torch.int16)  # (n, W)
+            vrows = torch.arange(vol_rows, 0, -1, dtype=torch.int16, device=prices.device)[:, None]  # (V, 1)
+            vlit = vrows <= bar[:, None]  # (n, V, W): the bar rises from the bottom row
+            out[s : s + chunk, 0, price_rows + 1 :, 1::3] = vlit.view(torch.uint8).mul_(255)
+    return out
+
+
+def _within(rows, top, bottom):
+    """Rows in [top, bottom], as bool, broadcast (n, P, 3W)."""
+    return (rows >= top) & (rows <= bottom)
+
+
+def _check(prices, ends, window, lookback, times):
+    """Raise BotterError for the first window that reads a bad candle."""
+    o, h, l, c, v = prices.unbind(-1)
+    bad = (
+        ~prices.isfinite().all(-1)
+        | (l <= 0)
+        | (h < l)
+        | (o < l)
+        | (o > h)
+        | (c < l)
+        | (c > h)
+        | (v < 0)
+    )  # (T,)
+    count = torch.cat([bad.new_zeros(1, dtype=torch.int64), bad.cumsum(0)])  # (T+1,)
+    first = (ends - lookback + 1).clamp(min=0)
+    hits = (count[ends + 1] - count[first]) > 0  # (N,)
+    if not hits.any():
+        return
+    i = int(hits.nonzero()[0, 0])
+    k = int(first[i]) + int(bad[first[i] : ends[i] + 1].nonzero()[0, 0])
+    label = (lambda n: f"{times[n]}") if times is not None else (lambda n: f"candle {n}")
+    raise BotterError(
+        f"window {i} (ending {label(int(ends[i]))}) reads a bad candle at {label(k)}: "
+        f"{dict(zip(COLUMNS, prices[k].tolist()))} (prices must be finite and positive, "
+        f"low <= open, close <= high, volume >= 0): repair or drop it (botter.data.validate)"
+    )
+
+
+def _render_mplfinance(candles, window, ends, *, height, width, ma=None, volume=True, style="charles", dpi=100):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplfinance as mpf
+
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    lookback = window + (ma - 1 if ma else 0)
+    prices = torch.tensor(candles[COLUMNS].to_numpy(np.float64))
+    _check(prices, torch.from_numpy(ends), window, lookback, candles.index)
+    line = candles["close"].rolling(ma).mean() if ma else None  # causal: candles up to t only
+    out = np.empty((len(ends), 3, height, width), dtype=np.uint8)
+    for i, e in enumerate(ends):
+        part = candles.iloc[e - window + 1 : e + 1]
+        extra = {}
+        if ma and line.iloc[e - window + 1 : e + 1].notna().any():
+            extra["addplot"] = mpf.make_addplot(line.iloc[e - window + 1 : e + 1], color="tab:blue", width=1)
+        fig, _ = mpf.plot(
+            part,
+            type="candle",
+            style=style,
+            volume=volume,
+            axisoff=True,
+            returnfig=True,
+            figsize=(width / dpi, height / dpi),
+            tight_layout=True,
+            scale_padding=0.05,
+            warn_too_much_data=window + 1,
+            **extra,
+        )
+        fig.set_dpi(dpi)
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[:, :, :3]  # (h, w, 3), h/w may be off by one
+        plt.close(fig)
+        ys = np.arange(height) * rgb.shape[0] // height
+        xs = np.arange(width) * rgb.shape[1] // width
+        out[i] = rgb[ys][:, xs].transpose(2, 0, 1)
+    return out
+
+
+def preview(candles: pd.DataFrame, window: int, ends, renders: list[dict], path) -> None:
+    """Write a PNG grid: one row per window (labelled with its first and last candle's open time,
+    UTC), one column per render config in `renders` (each a dict of render() keyword arguments)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ends = np.asarray(ends, dtype=np.int64)
+    images = [render(candles, window, ends=ends, **r) for r in renders]  # each (N, C, H, W)
+    fig, axes = plt.subplots(len(ends), len(renders), figsize=(3.2 * len(renders), 2.4 * len(ends)), squeeze=False)
+    for i, e in enumerate(ends):
+        start, stop = candles.index[e - window + 1], candles.index[e]
+        for k, (r, im) in enumerate(zip(renders, images)):
+            ax = axes[i, k]
+            ax.imshow(im[i].transpose(1, 2, 0).squeeze(-1) if im.shape[1] == 1 else im[i].transpose(1, 2, 0),
+                      cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{r['name']} {r['height']}x{r['width']}", fontsize=8)
+        axes[i, 0].set_ylabel(f"{start:%Y-%m-%d %H:%M}\nto {stop:%H:%M} UTC", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+RENDERERS = {"ohlc": _render_ohlc, "mplfinance": _render_mplfinance}
