@@ -36,3 +36,23 @@ def _app(config_name: str, task) -> None:
         if e.code == 1 and not started:
             sys.exit(2)
         raise
+
+
+def render() -> None:
+    _app("render", _render)
+
+
+def _render(cfg: DictConfig) -> None:
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from botter.data import load
+    from botter.render import preview
+
+    d = cfg.data
+    candles = load(d.source, [cfg.symbol], d.timeframe, exchange=d.exchange, start=d.start, end=d.end,
+                   data_dir=cfg.paths.data_dir)[cfg.symbol]
+    ends = np.linspace(d.window - 1, len(candles) - 1, cfg.windows).round().astype(np.int64)
+    renders = [OmegaConf.to_container(r, resolve=True) for r in (cfg.render, cfg.compare)]
+    preview(candles, d.window, ends, renders, cfg.out)
+    print(f"wrote {cfg.out}: {cfg.windows} windows of {cfg.symbol}, {' vs '.join(r['name'] for r in renders)}")
