@@ -38,6 +38,21 @@ def _app(config_name: str, task) -> None:
         raise
 
 
+def shape() -> None:
+    _app("shape", _shape)
+
+
+def _shape(cfg: DictConfig) -> None:
+    from omegaconf import OmegaConf
+
+    from botter import shapes
+    from botter.model import layer_specs
+
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    rows = shapes.trace(layer_specs(m["layers"], m["head"]), (m["in_channels"], cfg.render.height, cfg.render.width))
+    print(shapes.format_table(rows))
+
+
 def render() -> None:
     _app("render", _render)
 
