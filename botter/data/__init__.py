@@ -6,11 +6,23 @@ float64 columns open, high, low, close, volume.
 
 import pandas as pd
 
-from botter.data.candles import between
+from botter.data.candles import COLUMNS, between, timeframe_ms
 from botter.data.samples import load_sample, sample_symbols
+from botter.data.store import load_candles, store_path
+from botter.data.validate import Report, validate
 from botter.errors import BotterError
 
-__all__ = ["load", "load_sample", "sample_symbols"]
+__all__ = [
+    "COLUMNS",
+    "Report",
+    "load",
+    "load_candles",
+    "load_sample",
+    "sample_symbols",
+    "store_path",
+    "timeframe_ms",
+    "validate",
+]
 
 
 def load(
@@ -27,11 +39,16 @@ def load(
     """Load candles for each symbol from `source` ("sample", "store" or "planted").
 
     start/end bound the candle open times, [start, end), as text ("2024-01-01") or epoch ms.
+    data_dir is the store's folder (paths.data_dir), needed for source="store".
     `params` go to the planted generator (`botter.data.planted.planted_candles`).
     Returns {symbol: Candles frame} in the order of `symbols`.
     """
     if source == "sample":
         return {s: between(load_sample(s, timeframe), start, end) for s in symbols}
+    if source == "store":
+        if data_dir is None:
+            raise BotterError("data.source=store needs the store folder: set paths.data_dir")
+        return {s: load_candles(exchange, s, timeframe, start=start, end=end, data_dir=data_dir) for s in symbols}
     if source == "planted":
         from botter.data.planted import planted_candles
 

@@ -27,7 +27,7 @@ def from_rows(rows) -> pd.DataFrame:
     Rows are kept in the order given (duplicates and disorder are for `validate` to report).
     """
     a = np.asarray(rows, dtype="float64").reshape(-1, 6)
-    index = pd.DatetimeIndex(pd.to_datetime(a[:, 0].astype("int64"), unit="ms", utc=True), name="time")
+    index = pd.DatetimeIndex(pd.to_datetime(a[:, 0].astype("int64"), unit="ms", utc=True), name="time").as_unit("ms")
     return pd.DataFrame(a[:, 1:], index=index, columns=COLUMNS)
 
 

@@ -4,7 +4,7 @@ from importlib import resources
 
 import pandas as pd
 
-from botter.data.candles import from_rows
+from botter.data.csvfile import read_csv_candles
 from botter.errors import BotterError
 
 
@@ -34,5 +34,4 @@ def load_sample(symbol: str, timeframe: str = "5m") -> pd.DataFrame:
         have = ", ".join(f"{s} {t}" for s, t in sorted(files))
         raise BotterError(f"no shipped sample for {symbol} {timeframe}; samples are: {have}")
     with resources.as_file(files[(symbol, timeframe)]) as path:
-        raw = pd.read_csv(path)
-    return from_rows(raw[["timestamp", "open", "high", "low", "close", "volume"]].to_numpy())
+        return read_csv_candles(path, timeframe)[0]

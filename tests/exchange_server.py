@@ -1,0 +1,144 @@
+"""A fake Binance spot REST server on 127.0.0.1 for tests: markets and klines from DataFrames.
+
+Point a real `ccxt.binance` at it with `server.ccxt_config()`. It pages klines by startTime /
+endTime / limit like Binance (default 500, capped at 1000), serves only candles opened before its
+clock `now` (so the last one served is the still-open candle), can fail the next N requests
+(timeout, 429, 5xx), and logs every request path so a test can assert what was (not) called.
+
+    with ExchangeServer({"ETH/BTC": load_sample("ETH/BTC")}, "5m") as server:
+        exchange = ccxt.binance(server.ccxt_config())
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import ccxt
+import pandas as pd
+
+
+class ExchangeServer:
+    """Serve `candles` ({"BASE/QUOTE": Candles frame}) at one `timeframe` like Binance's /api/v3."""
+
+    def __init__(self, candles: dict[str, pd.DataFrame], timeframe: str):
+        self.timeframe = timeframe
+        self.tf_ms = ccxt.Exchange.parse_timeframe(timeframe) * 1000
+        self.rows = {}  # Binance market id -> list of kline rows
+        self.markets = {}  # Binance market id -> (base, quote)
+        for symbol, df in candles.items():
+            base, quote = symbol.split("/")
+            opens = df.index.as_unit("ms").asi8
+            self.markets[base + quote] = (base, quote)
+            self.rows[base + quote] = [
+                [int(t), *(repr(float(x)) for x in v[:4]), repr(float(v[4])), int(t) + self.tf_ms - 1]
+                for t, v in zip(opens, df[["open", "high", "low", "close", "volume"]].to_numpy())
+            ]
+        last = max((rows[-1][0] for rows in self.rows.values() if rows), default=0)
+        # Epoch ms of the server clock; by default every candle has closed.
+        self.now = last + self.tf_ms
+        self.requests: list[str] = []  # every request path with its query, in order
+        self.timeout_s = 1.0  # how long an injected timeout hangs before answering
+        self._faults: list[object] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/api/v3"
+
+    def ccxt_config(self) -> dict:
+        """The `exchange.ccxt_config` that points a ccxt.binance here, rate limiter off."""
+        return {
+            "urls": {"api": {"public": self.url}},
+            "options": {"fetchMarkets": {"types": ["spot"]}},
+            "enableRateLimit": False,
+            "timeout": int(self.timeout_s * 1000 / 4),
+        }
+
+    def fail_next(self, n: int, fault: object) -> None:
+        """Fail the next `n` requests with `fault`: "timeout" (hang past the client's timeout) or an
+        HTTP status such as 429, 500, 503."""
+        with self._lock:
+            self._faults += [fault] * n
+
+    def start(self) -> "ExchangeServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _klines(self, q: dict) -> tuple[int, object]:
+        rows = self.rows.get(q.get("symbol"))
+        if rows is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        if q.get("interval") != self.timeframe:
+            return 400, {"code": -1120, "msg": "Invalid interval."}
+        limit = min(int(q.get("limit", 500)), 1000)
+        start, end = q.get("startTime"), q.get("endTime")
+        served = [r for r in rows if r[0] < self.now and (end is None or r[0] <= int(end))]
+        if start is not None:
+            return 200, [r for r in served if r[0] >= int(start)][:limit]
+        return 200, served[-limit:]
+
+    def _answer(self, path: str, q: dict) -> tuple[int, object]:
+        if path == "/api/v3/ping":
+            return 200, {}
+        if path == "/api/v3/time":
+            return 200, {"serverTime": self.now}
+        if path == "/api/v3/exchangeInfo":
+            symbols = [
+                {"symbol": m, "status": "TRADING", "baseAsset": b, "quoteAsset": q_}
+                for m, (b, q_) in self.markets.items()
+            ]
+            return 200, {"timezone": "UTC", "serverTime": self.now, "rateLimits": [], "symbols": symbols}
+        if path == "/api/v3/klines":
+            return self._klines(q)
+        return 404, {"code": -1, "msg": f"not served here: {path}"}
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self):
+                url = urlparse(self.path)
+                with server._lock:
+                    server.requests.append(self.path)
+                    fault = server._faults.pop(0) if server._faults else None
+                if fault == "timeout":
+                    time.sleep(server.timeout_s)
+                    status, body = 504, {"code": -1007, "msg": "Timeout"}
+                elif fault == 429:
+                    status, body = 429, {"code": -1003, "msg": "Too many requests."}
+                elif fault is not None:
+                    status, body = int(fault), {}  # a bare 5xx, as from a proxy in front of the API
+                else:
+                    q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                    status, body = server._answer(url.path, q)
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (an injected timeout)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _serve
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
