@@ -44,7 +44,8 @@ class ExchangeServer:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll so that stop() returns quickly.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def url(self) -> str:
@@ -59,11 +60,11 @@ class ExchangeServer:
             "timeout": int(self.timeout_s * 1000 / 4),
         }
 
-    def fail_next(self, n: int, fault: object) -> None:
-        """Fail the next `n` requests with `fault`: "timeout" (hang past the client's timeout) or an
-        HTTP status such as 429, 500, 503."""
+    def fail_next(self, n: int, fault: object, *, after: int = 0) -> None:
+        """Fail `n` requests with `fault`, after answering the next `after` normally: "timeout"
+        (hang past the client's timeout) or an HTTP status such as 429, 500, 503."""
         with self._lock:
-            self._faults += [fault] * n
+            self._faults += [None] * after + [fault] * n
 
     def start(self) -> "ExchangeServer":
         self._thread.start()
