@@ -1,0 +1,229 @@
+"""Vectorised backtest: target positions -> next-open fills, fees, equity, trades and statistics.
+
+The rules (the paper broker follows the same ones by importing `fill`):
+
+- A target decided at the close of candle t is filled at the OPEN of candle t+1. The last candle's
+  target is never filled; a position still open at the end is closed at the last CLOSE, so that the
+  final equity is cash and every unit of PnL belongs to a trade.
+- `fill(side, price, quantity, fee=, slippage_bps=)` is the whole fill rule: a buy (side +1) pays
+  `price * (1 + slippage_bps / 10_000)`, a sell (side -1) gets `price * (1 - slippage_bps / 10_000)`
+  (slippage always against the trader), and the fee is `fee * |quantity| * fill price`, in quote
+  currency, charged on every side (entry and exit).
+- A position is sized at entry as a fraction `size` of the equity at that moment (which, since a
+  position is closed before the next one opens, is the cash): quantity = size * side * cash /
+  fill price. The quantity is then held unchanged until the target changes; any change of target
+  closes the position and, if the new target is not flat, opens a new one at the same open.
+- Equity is marked at each candle's close: cash + quantity * close.
+
+`backtest` computes this without a loop over candles: the equity at each trade's entry is the
+cumulative product of the per-trade growth factors, and every candle inside a trade is a linear
+function of its close. tests/test_backtest.py keeps a plain per-candle loop of the same rules as the
+executable spec and checks the two agree on random inputs.
+
+A multi-symbol run (`backtest_predictions`) backtests each symbol on an equal share of the cash and
+adds the equity curves into one portfolio: no rebalancing between symbols, kept simple on purpose.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from botter.errors import BotterError
+from botter.signals import positions
+from botter.stats import compute_stats
+
+TRADE_COLUMNS = ["EntryTime", "ExitTime", "Duration", "Side", "Size", "EntryPrice", "ExitPrice",
+                 "Fees", "PnL", "Return [%]", "EntryBar", "ExitBar"]
+
+
+@dataclass
+class Result:
+    """What a backtest returns.
+
+    equity: equity per candle (quote currency), marked at the close, indexed by candle open time.
+    buy_hold: the same cash held in the asset(s) from the first close, for comparison.
+    trades: one row per trade, columns TRADE_COLUMNS (Size: signed quantity in base units; prices
+        are fill prices; Fees and PnL in quote currency, PnL after fees; Return [%] is PnL over the
+        entry notional; EntryBar/ExitBar are candle positions, ExitBar is the last candle for a
+        trade closed at the end).
+    stats: pandas Series with labelled keys and units (see botter.stats.compute_stats).
+    """
+
+    equity: pd.Series
+    buy_hold: pd.Series
+    trades: pd.DataFrame
+    stats: pd.Series
+
+
+def fill(side, price, quantity, *, fee: float, slippage_bps: float):
+    """The fill rule shared by the backtest and the paper broker: (fill price, fee amount).
+
+    side: +1 buy, -1 sell; price: the reference price (the open of the fill candle); quantity: base
+    units (its sign is ignored); fee: fraction of the notional per side (0.001 = 0.1 %); slippage_bps:
+    basis points against the trader. Works on scalars and numpy arrays alike.
+
+    >>> fill(1, 100.0, 2.0, fee=0.001, slippage_bps=10)
+    (100.1, 0.2002)
+    """
+    price = price * (1 + side * slippage_bps * 1e-4)
+    return price, fee * np.abs(quantity) * price
+
+
+def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, size: float,
+             cash: float = 1.0) -> Result:
+    """Backtest target positions on candles with next-open fills (rules in the module docstring).
+
+    candles: a candles frame (UTC open-time index; `open` and `close` are used).
+    target: one value in {-1, 0, 1} per candle, decided at that candle's close (botter.signals).
+    fee: taker fee per side as a fraction; slippage_bps: basis points; size: fraction of equity per
+    position, in (0, 1]; cash: starting equity in quote currency.
+    """
+    _check_costs(fee, slippage_bps, size, cash)
+    if not isinstance(candles.index, pd.DatetimeIndex) or len(candles) < 2:
+        raise BotterError("candles must have a DatetimeIndex of open times and at least 2 rows")
+    target = np.asarray(target)
+    if target.shape != (len(candles),):
+        raise BotterError(f"target has shape {target.shape}, candles have {len(candles)} rows: "
+                          "pass one target position per candle")
+    if not np.isin(target, (-1, 0, 1)).all():
+        raise BotterError("target positions must be -1, 0 or 1 (use `size` for the fraction of equity)")
+    o = candles["open"].to_numpy(np.float64)
+    c = candles["close"].to_numpy(np.float64)
+    n = len(c)
+    bars = np.arange(n)
+
+    held = np.concatenate([[0], target[:-1]]).astype(np.int8)  # (n,) position during candle i
+    change = np.flatnonzero(np.diff(held, prepend=0))  # candles whose open fills a change
+    starts = change[held[change] != 0]  # (T,) entry candle of each trade
+    ends = np.append(change, n)[np.searchsorted(change, starts, side="right")]  # exit candle, n = end
+    side = held[starts].astype(np.float64)
+    at_end = ends == n
+    exit_ref = np.where(at_end, c[-1], o[np.minimum(ends, n - 1)])
+    entry_price, _ = fill(side, o[starts], 0.0, fee=fee, slippage_bps=slippage_bps)
+    exit_price, _ = fill(-side, exit_ref, 0.0, fee=fee, slippage_bps=slippage_bps)
+    # Per unit of equity at entry: quantity, both fees, and the growth factor of the trade.
+    q1 = size * side / entry_price
+    fee_in1 = fill(side, o[starts], q1, fee=fee, slippage_bps=slippage_bps)[1]
+    fee_out1 = fill(-side, exit_ref, q1, fee=fee, slippage_bps=slippage_bps)[1]
+    growth = 1 + q1 * (exit_price - entry_price) - fee_in1 - fee_out1
+    start_equity = cash * np.concatenate([[1.0], np.cumprod(growth)[:-1]])
+    end_equity = start_equity * growth
+    qty = q1 * start_equity
+
+    if len(starts):
+        k = np.searchsorted(starts, bars, side="right") - 1  # (n,) last trade entered at or before i
+        kk = np.maximum(k, 0)
+        # A trade still open at the end is closed at the last close: that candle shows cash.
+        in_trade = (k >= 0) & (bars < np.minimum(ends, n - 1)[kk])
+        flat = np.where(k >= 0, end_equity[kk], cash)
+        marked = start_equity[kk] * (1 - fee_in1[kk]) + qty[kk] * (c - entry_price[kk])
+        equity_values = np.where(in_trade, marked, flat)
+    else:
+        equity_values = np.full(n, float(cash))
+
+    index = candles.index
+    bar = _bar_duration(index)
+    exit_time = index[np.minimum(ends, n - 1)].where(~at_end, index[-1] + bar)
+    trades = pd.DataFrame({
+        "EntryTime": index[starts],
+        "ExitTime": exit_time,
+        "Side": held[starts],
+        "Size": qty,
+        "EntryPrice": entry_price,
+        "ExitPrice": exit_price,
+        "Fees": (fee_in1 + fee_out1) * start_equity,
+        "PnL": end_equity - start_equity,
+        "Return [%]": (growth - 1) / size * 100,
+        "EntryBar": starts,
+        "ExitBar": np.minimum(ends, n - 1),
+    })
+    trades["Duration"] = trades["ExitTime"] - trades["EntryTime"]
+    trades = trades[TRADE_COLUMNS]
+
+    equity = pd.Series(equity_values, index=index, name="Equity")
+    buy_hold = pd.Series(cash * c / c[0], index=index, name="Buy & Hold")
+    stats = compute_stats(equity, trades, buy_hold, in_market=held != 0, bar=bar)
+    return Result(equity, buy_hold, trades, stats)
+
+
+def backtest_predictions(predictions: pd.DataFrame, candles: dict[str, pd.DataFrame], *,
+                         threshold_up: float, threshold_down: float, long_only: bool, min_hold: int,
+                         fee: float, slippage_bps: float, size: float, cash: float) -> dict[str, Result]:
+    """Backtest a run's predictions: {symbol: Result, ..., "portfolio": Result}.
+
+    predictions: rows (time, symbol, p_down, p_up[, p_flat]) with time the open time of the
+    decision candle t. candles: {symbol: candles frame} covering those times. Each symbol trades
+    from its first to its last prediction (plus the candle that fills the last decision) with
+    cash / number of symbols; a candle without a prediction is flat. "portfolio" adds them up.
+    """
+    missing = {"time", "symbol", "p_up", "p_down"} - set(predictions.columns)
+    if missing:
+        raise BotterError(f"predictions lack columns {sorted(missing)}: expected time, symbol, p_down, "
+                          "p_up (a run's predictions.parquet)")
+    symbols = list(dict.fromkeys(predictions["symbol"]))
+    if not symbols:
+        raise BotterError("no predictions to backtest: is the period empty?")
+    results = {}
+    for symbol in symbols:
+        if symbol not in candles:
+            raise BotterError(f"no candles for {symbol}: load the data the predictions were made on")
+        p = predictions[predictions["symbol"] == symbol].sort_values("time")
+        times = pd.DatetimeIndex(p["time"])
+        df = candles[symbol]
+        unknown = times.difference(df.index)
+        if len(unknown):
+            raise BotterError(f"{len(unknown)} prediction times of {symbol} are not candle open times "
+                              f"(first {unknown[0]}): are these the candles the run was made on?")
+        first, last = df.index.get_indexer([times[0], times[-1]])
+        df = df.iloc[first:last + 2]  # the candle after the last decision fills it
+        target = positions(p["p_up"].to_numpy(), p["p_down"].to_numpy(), threshold_up=threshold_up,
+                           threshold_down=threshold_down, long_only=long_only, min_hold=min_hold)
+        target = pd.Series(target, index=times).reindex(df.index, fill_value=0)
+        if len(df) < 2:
+            raise BotterError(f"{symbol}: a single candle cannot be backtested; widen the period")
+        results[symbol] = backtest(df, target.to_numpy(), fee=fee, slippage_bps=slippage_bps,
+                                   size=size, cash=cash / len(symbols))
+    results["portfolio"] = portfolio(results)
+    return results
+
+
+def portfolio(results: dict[str, Result]) -> Result:
+    """Add per-symbol results (each with its own share of the cash) into one portfolio Result.
+
+    Before its first candle and after its last, a symbol counts with its starting and final equity.
+    """
+    index = pd.DatetimeIndex(sorted(set().union(*(r.equity.index for r in results.values()))))
+
+    def total(series):
+        return sum(s.reindex(index).ffill().fillna(s.iloc[0]) for s in series)
+
+    equity = total(r.equity for r in results.values()).rename("Equity")
+    buy_hold = total(r.buy_hold for r in results.values()).rename("Buy & Hold")
+    trades = pd.concat([r.trades.assign(Symbol=s) for s, r in results.items()], ignore_index=True)
+    trades = trades.sort_values(["EntryTime", "Symbol"], kind="stable", ignore_index=True)
+    # +1 at each entry, -1 at each exit: a candle is in the market while the running sum is > 0.
+    steps = np.zeros(len(index) + 1)
+    np.add.at(steps, index.searchsorted(trades["EntryTime"]), 1)
+    np.add.at(steps, index.searchsorted(trades["ExitTime"]), -1)
+    in_market = np.cumsum(steps)[:-1] > 0
+    bar = min(_bar_duration(r.equity.index) for r in results.values())
+    return Result(equity, buy_hold, trades, compute_stats(equity, trades, buy_hold, in_market, bar))
+
+
+def _bar_duration(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The candle timeframe: the most common step of the index (gaps are rare)."""
+    steps = np.diff(index.asi8)
+    values, counts = np.unique(steps, return_counts=True)
+    return pd.Timedelta(int(values[np.argmax(counts)]), unit=index.unit)
+
+
+def _check_costs(fee, slippage_bps, size, cash) -> None:
+    if not 0 <= fee < 1:
+        raise BotterError(f"fee={fee} must be a fraction per side in [0, 1) (0.001 = 0.1 %)")
+    if slippage_bps < 0:
+        raise BotterError(f"slippage_bps={slippage_bps} must be >= 0 (basis points against the trader)")
+    if not 0 < size <= 1:
+        raise BotterError(f"size={size} must be a fraction of equity in (0, 1]")
+    if not cash > 0:
+        raise BotterError(f"cash={cash} must be > 0")

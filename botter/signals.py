@@ -1,0 +1,80 @@
+"""Class probabilities -> target positions: the one rule used by the backtest AND the paper loop.
+
+A target decided at the close of candle t is filled at the open of t+1 (see botter.backtest).
+`positions` is causal: its value at t depends on the probabilities up to t only, so
+`positions(p_up[:t + 1], p_down[:t + 1], ...)[-1] == positions(p_up, p_down, ...)[t]` (tested).
+A live loop therefore calls it on the whole probability history each bar and takes the last value;
+that costs about a millisecond per 100,000 bars.
+"""
+
+import numpy as np
+
+from botter.errors import BotterError
+
+
+def positions(
+    p_up,
+    p_down,
+    *,
+    threshold_up: float,
+    threshold_down: float,
+    long_only: bool = False,
+    min_hold: int = 1,
+) -> np.ndarray:
+    """Target position per candle, int8 in {-1, 0, 1} (short, flat, long).
+
+    p_up, p_down: P(up) and P(down) per candle, 1-D, in [0, 1], decided at the close of each candle.
+    Long when p_up >= threshold_up, short when p_down >= threshold_down (never with long_only),
+    flat otherwise; when both fire the larger probability wins and a tie is flat.
+    min_hold: a long or short position, once entered, is held for at least this many candles
+    (1 = follow the signal every candle); flat can be left at once.
+
+    >>> positions([0.7, 0.2, 0.5], [0.3, 0.8, 0.5], threshold_up=0.6, threshold_down=0.6)
+    array([ 1, -1,  0], dtype=int8)
+    """
+    p_up = np.asarray(p_up, dtype=np.float64)
+    p_down = np.asarray(p_down, dtype=np.float64)
+    if p_up.ndim != 1 or p_up.shape != p_down.shape:
+        raise BotterError(f"p_up and p_down must be 1-D of equal length, got shapes {p_up.shape} and "
+                          f"{p_down.shape}: pass one probability per candle")
+    if np.isnan(p_up).any() or np.isnan(p_down).any():
+        raise BotterError("p_up/p_down contain NaN: drop the candles without a prediction first")
+    for name, value in (("threshold_up", threshold_up), ("threshold_down", threshold_down)):
+        if not 0 < value <= 1:
+            raise BotterError(f"{name}={value} must be in (0, 1]: it is a probability threshold")
+    if int(min_hold) != min_hold or min_hold < 1:
+        raise BotterError(f"min_hold={min_hold} must be a whole number of candles >= 1")
+
+    up = p_up >= threshold_up
+    down = (p_down >= threshold_down) & (not long_only)
+    want = np.zeros(len(p_up), dtype=np.int8)
+    want[up & (~down | (p_up > p_down))] = 1
+    want[down & (~up | (p_down > p_up))] = -1
+    if min_hold == 1:
+        return want
+    return _hold(want, int(min_hold))
+
+
+def _hold(want: np.ndarray, min_hold: int) -> np.ndarray:
+    """Follow `want`, but keep each long/short for at least `min_hold` candles once entered.
+
+    Loops once per position change (per trade), not per candle: after a change to v at i, the next
+    change is the first j >= i + hold with want[j] != v, read from a precomputed "next index that
+    differs from v" table.
+    """
+    n = len(want)
+    idx = np.arange(n + 1)
+    # next_differing[v][k]: the first j >= k with want[j] != v, or n.
+    next_differing = {}
+    for v in (-1, 0, 1):
+        mark = np.where(np.append(want != v, True), idx, n)
+        next_differing[v] = np.minimum.accumulate(mark[::-1])[::-1]
+    out = np.zeros(n, dtype=np.int8)
+    i = next_differing[0][0]
+    while i < n:
+        v = int(want[i])
+        hold = min_hold if v else 1
+        j = next_differing[v][min(i + hold, n)]
+        out[i:j] = v
+        i = j
+    return out

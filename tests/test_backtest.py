@@ -1,0 +1,238 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from botter.backtest import backtest, backtest_predictions, fill
+from botter.data import load_sample
+from botter.errors import BotterError
+
+
+def reference_loop(open_, close, target, *, fee, slippage_bps, size, cash):
+    """The executable spec: the backtest rules, one candle at a time (also timed by bench_backtest.py).
+
+    Returns (equity per candle, trades as (entry_bar, exit_bar, quantity, entry_price, exit_price,
+    fees, pnl)).
+    """
+    n = len(close)
+    equity = np.empty(n)
+    trades = []
+    qty, pos = 0.0, 0
+    fees = cash_in = 0.0  # of the open trade: its entry fee and the cash before it
+    for i in range(n):
+        want = target[i - 1] if i else 0  # decided at the close of i-1, filled at the open of i
+        if want != pos:
+            if pos:
+                price, f = fill(-pos, open_[i], qty, fee=fee, slippage_bps=slippage_bps)
+                cash += qty * price - f
+                trades[-1] += [i, price, fees + f, cash - cash_in]
+                qty = 0.0
+            if want:
+                price, _ = fill(want, open_[i], 0.0, fee=fee, slippage_bps=slippage_bps)
+                qty = size * want * cash / price
+                _, fees = fill(want, open_[i], qty, fee=fee, slippage_bps=slippage_bps)
+                cash_in = cash
+                cash -= qty * price + fees
+                trades.append([i, qty, price])
+            pos = want
+        if i == n - 1 and pos:  # still open at the end: closed at the last close
+            price, f = fill(-pos, close[i], qty, fee=fee, slippage_bps=slippage_bps)
+            cash += qty * price - f
+            trades[-1] += [i, price, fees + f, cash - cash_in]
+            qty = 0.0
+        equity[i] = cash + qty * close[i]
+    return equity, trades
+
+
+def candles(opens, closes, freq="5min"):
+    opens, closes = np.asarray(opens, float), np.asarray(closes, float)
+    index = pd.date_range("2024-01-01", periods=len(opens), freq=freq, tz="UTC", name="time")
+    return pd.DataFrame({"open": opens, "high": np.maximum(opens, closes), "low": np.minimum(opens, closes),
+                         "close": closes, "volume": 1.0}, index=index)
+
+
+COSTS = {"fee": 0.001, "slippage_bps": 0.0, "size": 1.0, "cash": 1000.0}
+
+
+def test_fill_rule():
+    assert fill(1, 100.0, 2.0, fee=0.001, slippage_bps=10) == pytest.approx((100.1, 0.2002))
+    assert fill(-1, 100.0, -2.0, fee=0.001, slippage_bps=10) == pytest.approx((99.9, 0.1998))
+
+
+def test_long_trade_by_hand():
+    df = candles([100, 100, 110, 120], [100, 105, 115, 120])
+    r = backtest(df, [1, 0, 0, 0], **COSTS)
+    # buy 10 at the open of candle 1 (fee 1.0), marked at 105; sell 10 at 110 (fee 1.1)
+    assert r.equity.tolist() == pytest.approx([1000, 1000 - 1000 - 1 + 1050, 1097.9, 1097.9])
+    t = r.trades.iloc[0]
+    assert (t.EntryBar, t.ExitBar, t.Side, t.EntryPrice, t.ExitPrice) == (1, 2, 1, 100, 110)
+    assert (t.Size, t.Fees, t.PnL, t["Return [%]"]) == pytest.approx((10, 2.1, 97.9, 9.79))
+    assert t.Duration == pd.Timedelta("5min")
+    s = r.stats
+    assert s["# Trades"] == 1 and s["Win Rate [%]"] == 100
+    assert s["Fees Paid"] == pytest.approx(2.1)
+    assert s["Return [%]"] == pytest.approx(9.79)
+    assert s["Buy & Hold Return [%]"] == pytest.approx(20)
+    assert s["Exposure Time [%]"] == 25
+    assert s["Equity Peak"] == pytest.approx(1097.9)
+    assert s["Max. Drawdown [%]"] == 0
+
+
+def test_short_held_to_the_end_closes_at_the_last_close_with_slippage():
+    df = candles([100, 100, 90], [100, 95, 90])
+    r = backtest(df, [-1, -1, -1], **{**COSTS, "slippage_bps": 10})
+    sell = 100 * (1 - 0.001)  # 99.9: slippage against a seller
+    qty = -1000 / sell
+    cash = 1000 - qty * sell - 0.001 * 1000  # sold: cash in, fee out
+    buy = 90 * (1 + 0.001)  # 90.09
+    final = cash + qty * buy - 0.001 * -qty * buy
+    assert r.equity.tolist() == pytest.approx([1000, cash + qty * 95, final])
+    t = r.trades.iloc[0]
+    assert (t.ExitBar, t.ExitPrice, t.Size) == pytest.approx((2, buy, qty))
+    assert t.ExitTime == df.index[-1] + pd.Timedelta("5min")  # the close of the last candle
+    assert r.stats["Fees Paid"] == pytest.approx(1 + 0.001 * -qty * buy)
+
+
+def test_reversal_is_two_trades_at_one_open():
+    df = candles([100, 100, 110, 99], [100, 100, 110, 99])
+    r = backtest(df, [1, -1, 0, 0], fee=0.0, slippage_bps=0.0, size=0.5, cash=1000.0)
+    # long 5 at 100 -> +50; short 1050 * 0.5 / 110 at 110, bought back at 99 -> +52.5
+    assert r.trades["PnL"].tolist() == pytest.approx([50, 52.5])
+    assert r.trades["EntryBar"].tolist() == [1, 2] and r.trades["ExitBar"].tolist() == [2, 3]
+    assert r.equity.iloc[-1] == pytest.approx(1102.5)
+
+
+def test_no_trades():
+    r = backtest(candles([1, 2, 3], [2, 3, 4]), [0, 0, 0], **COSTS)
+    assert r.equity.tolist() == [1000] * 3 and len(r.trades) == 0
+    assert r.stats["# Trades"] == 0 and r.stats["Exposure Time [%]"] == 0
+
+
+price_paths = st.lists(st.floats(0.7, 1.4), min_size=2, max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(price_paths, st.data(), st.floats(0, 0.01), st.floats(0, 50), st.floats(0.05, 1))
+def test_engine_equals_reference_loop(steps, data, fee, slippage_bps, size):
+    n = len(steps)
+    close = 100 * np.cumprod(steps)
+    open_ = close * np.array(data.draw(st.lists(st.floats(0.9, 1.1), min_size=n, max_size=n)))
+    target = np.array(data.draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=n, max_size=n)))
+    kw = {"fee": fee, "slippage_bps": slippage_bps, "size": size, "cash": 1000.0}
+    r = backtest(candles(open_, close), target, **kw)
+    equity, trades = reference_loop(open_, close, target, **kw)
+    np.testing.assert_allclose(r.equity.to_numpy(), equity, rtol=1e-9)
+    expected = pd.DataFrame(trades, columns=["EntryBar", "Size", "EntryPrice", "ExitBar", "ExitPrice",
+                                             "Fees", "PnL"])
+    got = r.trades[expected.columns]
+    assert len(got) == len(expected)
+    if len(expected):
+        np.testing.assert_allclose(got.to_numpy(float), expected.to_numpy(float), rtol=1e-9, atol=1e-9)
+        assert r.trades["PnL"].sum() == pytest.approx(equity[-1] - 1000)
+
+
+@settings(max_examples=100, deadline=None)
+@given(price_paths, st.data(), st.floats(1e-5, 0.01), st.floats(0, 50))
+def test_fees_and_slippage_only_ever_lower_the_result(steps, data, fee, slippage_bps):
+    close = 100 * np.cumprod(steps)
+    target = np.array(data.draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=len(close),
+                                         max_size=len(close))))
+    df = candles(np.roll(close, 1), close)
+    free = backtest(df, target, fee=0.0, slippage_bps=0.0, size=0.5).equity.iloc[-1]
+    costly = backtest(df, target, fee=fee, slippage_bps=slippage_bps, size=0.5)
+    assert costly.equity.iloc[-1] <= free + 1e-12
+    if len(costly.trades):
+        assert costly.equity.iloc[-1] < free
+
+
+def test_a_position_decided_at_t_only_uses_prices_from_the_open_of_t_plus_1():
+    df = load_sample("ETH/BTC").iloc[:300]
+    t, exit_decision = 100, 140
+    target = np.zeros(len(df), dtype=int)
+    target[t:exit_decision] = 1
+    base = backtest(df, target, **COSTS)
+    noisy = df.copy()
+    rng = np.random.default_rng(0)
+    before = noisy.index <= noisy.index[t]  # everything up to and including the close of t
+    after = noisy.index > noisy.index[exit_decision + 1]  # everything after the exit fill's candle
+    for col in ["open", "high", "low", "close"]:
+        noisy.loc[before | after, col] *= rng.uniform(0.5, 1.5, (before | after).sum())
+    moved = backtest(noisy, target, **COSTS)
+    cols = ["EntryBar", "ExitBar", "EntryPrice", "ExitPrice", "Size", "PnL", "Fees"]
+    pd.testing.assert_frame_equal(base.trades[cols], moved.trades[cols])
+    assert base.trades.EntryPrice.iloc[0] == df.open.iloc[t + 1]
+    # and the open of t+1 does move it
+    noisy.iloc[t + 1, noisy.columns.get_loc("open")] *= 1.01
+    assert backtest(noisy, target, **COSTS).trades.EntryPrice.iloc[0] != base.trades.EntryPrice.iloc[0]
+
+
+STAT_KEYS = [
+    "Start", "End", "Duration", "Exposure Time [%]", "Equity Final", "Equity Peak", "Return [%]",
+    "Buy & Hold Return [%]", "Return (Ann.) [%]", "Volatility (Ann.) [%]", "CAGR [%]", "Sharpe Ratio",
+    "Sortino Ratio", "Calmar Ratio", "Max. Drawdown [%]", "Avg. Drawdown [%]", "Max. Drawdown Duration",
+    "Avg. Drawdown Duration", "# Trades", "Win Rate [%]", "Best Trade [%]", "Worst Trade [%]",
+    "Avg. Trade [%]", "Max. Trade Duration", "Avg. Trade Duration", "Profit Factor", "Expectancy [%]",
+    "SQN", "Fees Paid",
+]
+
+
+def test_stats_on_a_hand_made_curve():
+    # up 10 %, down to 99 (a 10 % drawdown lasting 2 candles), back up to a new high
+    df = candles([100, 100, 110, 99, 121], [100, 110, 99, 121, 121], freq="1D")
+    r = backtest(df, [1, 1, 1, 0, 0], fee=0.0, slippage_bps=0.0, size=1.0, cash=100.0)
+    s = r.stats
+    assert list(s.index) == STAT_KEYS
+    assert r.equity.tolist() == pytest.approx([100, 110, 99, 121, 121])
+    assert s["Max. Drawdown [%]"] == pytest.approx(-10)
+    assert s["Avg. Drawdown [%]"] == pytest.approx(-10)
+    assert s["Max. Drawdown Duration"] == pd.Timedelta("2D")
+    returns = np.array([0.1, -0.1, 121 / 99 - 1, 0])
+    per_year = 365
+    assert s["Volatility (Ann.) [%]"] == pytest.approx(returns.std(ddof=1) * np.sqrt(per_year) * 100)
+    assert s["Return (Ann.) [%]"] == pytest.approx((1.21 ** (per_year / 4) - 1) * 100)
+    assert s["Sharpe Ratio"] == pytest.approx(s["Return (Ann.) [%]"] / s["Volatility (Ann.) [%]"])
+    assert s["Calmar Ratio"] == pytest.approx(s["Return (Ann.) [%]"] / 10)
+    assert s["CAGR [%]"] == pytest.approx((1.21 ** (365 / 4) - 1) * 100)
+    assert s["Duration"] == pd.Timedelta("4D")
+
+
+def test_backtest_predictions_on_two_sample_symbols():
+    data = {s: load_sample(s).iloc[:600] for s in ["ETH/BTC", "LTC/BTC"]}
+    rows = []
+    for symbol, df in data.items():
+        # a causal toy model: P(up) from the last candle's return
+        ret = df.close.pct_change().fillna(0).to_numpy()
+        p_up = 1 / (1 + np.exp(-ret * 500))
+        rows.append(pd.DataFrame({"time": df.index[20:-5], "symbol": symbol, "p_down": 1 - p_up[20:-5],
+                                  "p_up": p_up[20:-5], "label": 0}))
+    preds = pd.concat(rows, ignore_index=True)
+    kw = {"threshold_up": 0.55, "threshold_down": 0.55, "long_only": False, "min_hold": 2, "fee": 0.001,
+              "slippage_bps": 2.0, "size": 1.0, "cash": 2.0}
+    results = backtest_predictions(preds, data, **kw)
+    assert list(results) == ["ETH/BTC", "LTC/BTC", "portfolio"]
+    eth, ltc, total = results.values()
+    assert eth.equity.index[0] == data["ETH/BTC"].index[20] and len(eth.equity) == 600 - 20 - 5 + 1
+    assert eth.equity.iloc[0] == 1.0 and total.equity.iloc[0] == 2.0
+    assert total.equity.iloc[-1] == pytest.approx(eth.equity.iloc[-1] + ltc.equity.iloc[-1])
+    assert total.stats["# Trades"] == eth.stats["# Trades"] + ltc.stats["# Trades"] > 0
+    assert total.stats["Fees Paid"] == pytest.approx(eth.stats["Fees Paid"] + ltc.stats["Fees Paid"])
+    # long_only never shorts
+    longs = backtest_predictions(preds, data, **{**kw, "long_only": True})
+    assert (longs["portfolio"].trades.Side == 1).all()
+    with pytest.raises(BotterError, match="not candle open times"):
+        backtest_predictions(preds.assign(time=preds.time + pd.Timedelta("1min")), data, **kw)
+
+
+@pytest.mark.parametrize("kw,match", [({"fee": -0.1}, "fee"), ({"size": 1.5}, "size"),
+                                      ({"slippage_bps": -1}, "slippage"), ({"cash": 0}, "cash")])
+def test_bad_costs_raise(kw, match):
+    with pytest.raises(BotterError, match=match):
+        backtest(candles([1, 2], [1, 2]), [0, 0], **{**COSTS, **kw})
+
+
+def test_bad_target_raises():
+    with pytest.raises(BotterError, match="-1, 0 or 1"):
+        backtest(candles([1, 2], [1, 2]), [0.5, 0], **COSTS)
+    with pytest.raises(BotterError, match="one target position per candle"):
+        backtest(candles([1, 2], [1, 2]), [0], **COSTS)
