@@ -73,10 +73,12 @@ def _row_masks(df: pd.DataFrame, tf_ms: int) -> dict[str, np.ndarray]:
     ms = df.index.as_unit("ms").asi8
     o, h, lo, c, v = (df[k].to_numpy("float64") for k in COLUMNS)
     prices = np.stack([o, h, lo, c])
+    out_of_order = np.zeros(len(ms), dtype=bool)
+    out_of_order[1:] = ms[1:] < np.maximum.accumulate(ms)[:-1]
     with np.errstate(invalid="ignore"):  # NaN compares False: reported as nan, not twice
         return {
             "duplicates": df.index.duplicated(keep="first"),
-            "out_of_order": np.r_[False, ms[1:] < np.maximum.accumulate(ms)[:-1]],
+            "out_of_order": out_of_order,
             "off_grid": ms % tf_ms != 0,
             "nan": np.isnan(df[COLUMNS].to_numpy("float64")).any(axis=1),
             "non_positive": (prices <= 0).any(axis=0),
