@@ -1,0 +1,142 @@
+"""Paper trading: the ledger's one-transaction-per-candle rule and the broker's parity with the backtest."""
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from botter.backtest import backtest
+from botter.data import load_sample
+from botter.errors import BotterError
+from botter.paper.broker import Broker
+from botter.paper.ledger import Fill, Ledger, Step
+
+COSTS = {"fee": 0.001, "slippage_bps": 5.0, "size": 0.5}
+
+
+def expected_fills(result, candles: pd.DataFrame) -> pd.DataFrame:
+    """The backtest's trades as the fills a paper broker makes: one row per candle open where the
+    position changes (a flip's exit and entry summed), leaving out the exit the backtest adds at the
+    last close (a paper position stays open)."""
+    t = result.trades
+    legs = [pd.DataFrame({"time": t["EntryTime"], "buy": t["Side"] > 0, "quantity": t["Size"].abs(),
+                          "price": t["EntryPrice"]})]
+    closed = t["ExitTime"] <= candles.index[-1]
+    legs.append(pd.DataFrame({"time": t["ExitTime"][closed], "buy": t["Side"][closed] < 0,
+                              "quantity": t["Size"][closed].abs(), "price": t["ExitPrice"][closed]}))
+    legs = pd.concat(legs)
+    out = legs.groupby("time").agg(buy=("buy", "first"), quantity=("quantity", "sum"), price=("price", "first"))
+    out["side"] = np.where(out.pop("buy"), "buy", "sell")
+    return out.reset_index()[["time", "side", "quantity", "price"]]
+
+
+def paper_trade(candles: pd.DataFrame, target, *, cash: float = 1000.0, **costs):
+    """Run the Broker candle by candle like the paper loop: (fills frame, equity per candle)."""
+    broker = Broker(cash=cash, **costs)
+    times = candles.index.as_unit("ms").asi8
+    fills, equity = [], []
+    for i, (o, c) in enumerate(zip(candles["open"], candles["close"])):
+        if i:
+            f = broker.execute(int(target[i - 1]), o, time=int(times[i]), order_time=int(times[i - 1]))
+            fills += [f] if f else []
+        equity.append(broker.equity(c))
+    frame = pd.DataFrame([f.__dict__ for f in fills], columns=list(Fill.__dataclass_fields__))
+    frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True)
+    return frame, np.array(equity)
+
+
+def assert_same_fills(paper: pd.DataFrame, expected: pd.DataFrame):
+    assert len(paper) == len(expected)
+    assert (paper["time"].to_numpy() == expected["time"].to_numpy()).all()
+    assert (paper["side"].to_numpy() == expected["side"].to_numpy()).all()
+    for col, rtol in (("quantity", 1e-9), ("price", 1e-12)):
+        np.testing.assert_allclose(paper[col].astype(float), expected[col].astype(float), rtol=rtol)
+
+
+def test_broker_by_hand():
+    broker = Broker(cash=1000.0, fee=0.001, slippage_bps=10.0, size=0.5)
+    assert broker.execute(0, 100.0, time=1, order_time=0) is None  # flat already: no order
+    f = broker.execute(1, 100.0, time=1, order_time=0)
+    # Buy 0.5 * 1000 / 100.1 at 100.1 (10 bps against us), fee 0.1 % of the notional 500.
+    assert (f.side, f.price) == ("buy", pytest.approx(100.1))
+    assert f.quantity == pytest.approx(500 / 100.1)
+    assert f.fee == pytest.approx(0.5)
+    assert broker.cash == pytest.approx(499.5)
+    assert broker.equity(110.0) == pytest.approx(499.5 + 500 / 100.1 * 110)
+    f = broker.execute(-1, 110.0, time=2, order_time=1)  # flip: sell the long and as much again short
+    out = 500 / 100.1 * 109.89
+    cash = 499.5 + out * (1 - 0.001)
+    assert f.side == "sell" and f.price == pytest.approx(109.89)
+    assert f.quantity == pytest.approx(500 / 100.1 + 0.5 * cash / 109.89)
+    assert broker.position == pytest.approx(-0.5 * cash / 109.89)
+    assert broker.equity(109.89) == pytest.approx(cash - 0.001 * 0.5 * cash)
+
+
+def test_broker_equals_backtest_on_real_candles():
+    candles = load_sample("ETH/BTC").iloc[:2000]
+    rng = np.random.default_rng(7)
+    target = np.repeat(rng.integers(-1, 2, 200), 10)
+    paper, equity = paper_trade(candles, target, **COSTS)
+    result = backtest(candles, target, cash=1000.0, **COSTS)
+    assert len(paper) > 100
+    assert_same_fills(paper, expected_fills(result, candles))
+    # Equity marked at every close agrees, but for the last candle where the backtest closes out.
+    np.testing.assert_allclose(equity[:-1], result.equity.to_numpy()[:-1], rtol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    moves=st.lists(st.floats(-0.05, 0.05), min_size=3, max_size=40),
+    target=st.lists(st.sampled_from([-1, 0, 1]), min_size=40, max_size=40),
+    fee=st.floats(0, 0.01),
+    slippage_bps=st.floats(0, 50),
+    size=st.floats(0.05, 1.0),
+)
+def test_broker_equals_backtest_for_all_inputs(moves, target, fee, slippage_bps, size):
+    opens = 100 * np.exp(np.cumsum(moves))
+    closes = opens * np.exp(np.roll(moves, -1) / 2)
+    index = pd.date_range("2024-01-01", periods=len(opens), freq="5min", tz="UTC", name="time")
+    candles = pd.DataFrame({"open": opens, "high": np.maximum(opens, closes), "low": np.minimum(opens, closes),
+                            "close": closes, "volume": 1.0}, index=index)
+    target = np.array(target[: len(opens)])
+    costs = {"fee": fee, "slippage_bps": slippage_bps, "size": size}
+    paper, equity = paper_trade(candles, target, **costs)
+    result = backtest(candles, target, cash=1000.0, **costs)
+    assert_same_fills(paper, expected_fills(result, candles))
+    np.testing.assert_allclose(equity[:-1], result.equity.to_numpy()[:-1], rtol=1e-9)
+
+
+def step(t, *, fill=None, target=0, side=0):
+    return Step(candle=(t, 1.0, 1.1, 0.9, 1.05, 10.0), fill=fill, position=0.0, side=side, cash=100.0,
+                equity=100.0, probs={"p_down": 0.4, "p_up": 0.6}, target=target)
+
+
+def test_ledger_records_each_candle_once(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path, {"symbol": "ETH/BTC"}) as ledger:
+        assert ledger.state() is None
+        ledger.record(step(300_000, target=1))
+        ledger.record(step(600_000, fill=Fill(600_000, 300_000, "buy", 2.0, 1.0, 0.002), side=1, target=1))
+        with pytest.raises(BotterError, match="already in"):
+            # Same candle again, with a fill that would be new: the whole transaction is refused.
+            ledger.record(step(600_000, fill=Fill(600_000, 300_000, "buy", 2.0, 1.0, 0.002), side=1))
+        state = ledger.state()
+        assert (state.time, state.side, state.target) == (600_000, 1, 1)
+        assert len(ledger.table("orders")) == 1 and len(ledger.table("fills")) == 1
+        assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Another process sees the committed rows (WAL), and the tables as written.
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT time, side, quantity, price, fee FROM fills").fetchall() == [
+        (600_000, "buy", 2.0, 1.0, 0.002)]
+    assert db.execute("SELECT count(*) FROM decisions").fetchone() == (2,)
+
+
+def test_ledger_refuses_other_settings(tmp_path):
+    Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}).close()
+    with Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}) as ledger:
+        assert ledger.meta() == {"symbol": "ETH/BTC", "fee": 0.001}
+    with pytest.raises(BotterError, match="fee: ledger has 0.001, now 0.002.*name="):
+        Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.002})
