@@ -86,17 +86,50 @@ def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, 
     if target.shape != (len(candles),):
         raise BotterError(f"target has shape {target.shape}, candles have {len(candles)} rows: "
                           "pass one target position per candle")
-    if not np.isin(target, (-1, 0, 1)).all():
+    held = np.zeros(len(target), dtype=np.int8)  # (n,) position during candle i: target of i-1
+    held[1:] = target[:-1]
+    if not (held[1:] == target[:-1]).all() or np.abs(held).max() > 1:
         raise BotterError("target positions must be -1, 0 or 1 (use `size` for the fraction of equity)")
     o = candles["open"].to_numpy(np.float64)
     c = candles["close"].to_numpy(np.float64)
-    n = len(c)
-    bars = np.arange(n)
+    equity_values, t = _simulate(o, c, held, fee=fee, slippage_bps=slippage_bps, size=size, cash=cash)
 
-    held = np.concatenate([[0], target[:-1]]).astype(np.int8)  # (n,) position during candle i
-    change = np.flatnonzero(np.diff(held, prepend=0))  # candles whose open fills a change
-    starts = change[held[change] != 0]  # (T,) entry candle of each trade
-    ends = np.append(change, n)[np.searchsorted(change, starts, side="right")]  # exit candle, n = end
+    index = candles.index
+    bar = _bar_duration(index)
+    exit_time = index[t["exit_bar"]].where(~t["at_end"], index[-1] + bar)
+    trades = pd.DataFrame({
+        "EntryTime": index[t["entry_bar"]],
+        "ExitTime": exit_time,
+        "Duration": exit_time - index[t["entry_bar"]],
+        "Side": held[t["entry_bar"]],
+        "Size": t["size"],
+        "EntryPrice": t["entry_price"],
+        "ExitPrice": t["exit_price"],
+        "Fees": t["fees"],
+        "PnL": t["pnl"],
+        "Return [%]": t["pnl"] / (np.abs(t["size"]) * t["entry_price"]) * 100,
+        "EntryBar": t["entry_bar"],
+        "ExitBar": t["exit_bar"],
+    })
+    equity = pd.Series(equity_values, index=index, name="Equity")
+    buy_hold = pd.Series(cash * c / c[0], index=index, name="Buy & Hold")
+    stats = compute_stats(equity, trades, buy_hold, in_market=held != 0, bar=bar)
+    return Result(equity, buy_hold, trades, stats)
+
+
+def _simulate(o, c, held, *, fee, slippage_bps, size, cash) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Equity per candle and per-trade arrays, from the position held during each candle (held[0] = 0).
+
+    The candles split into segments of constant position; in each, equity = A + B * close, with
+    A and B fixed by the trade (B = its quantity) or, when flat, by the equity after the trades
+    before it (B = 0). So the curve is two np.repeat calls once the per-trade figures are known.
+    """
+    n = len(c)
+    seg = np.concatenate([[0], np.flatnonzero(held[1:] != held[:-1]) + 1])  # (S,) segment starts
+    lens = np.diff(np.append(seg, n))
+    is_trade = held[seg] != 0
+    starts = seg[is_trade]  # (T,) entry candle of each trade
+    ends = (seg + lens)[is_trade]  # (T,) exit candle (its open), n = closed at the last close
     side = held[starts].astype(np.float64)
     at_end = ends == n
     exit_ref = np.where(at_end, c[-1], o[np.minimum(ends, n - 1)])
@@ -107,44 +140,24 @@ def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, 
     fee_in1 = fill(side, o[starts], q1, fee=fee, slippage_bps=slippage_bps)[1]
     fee_out1 = fill(-side, exit_ref, q1, fee=fee, slippage_bps=slippage_bps)[1]
     growth = 1 + q1 * (exit_price - entry_price) - fee_in1 - fee_out1
-    start_equity = cash * np.concatenate([[1.0], np.cumprod(growth)[:-1]])
-    end_equity = start_equity * growth
+    after = cash * np.concatenate([[1.0], np.cumprod(growth)])  # (T+1,) equity after k trades
+    start_equity = after[:-1]
     qty = q1 * start_equity
 
-    if len(starts):
-        k = np.searchsorted(starts, bars, side="right") - 1  # (n,) last trade entered at or before i
-        kk = np.maximum(k, 0)
-        # A trade still open at the end is closed at the last close: that candle shows cash.
-        in_trade = (k >= 0) & (bars < np.minimum(ends, n - 1)[kk])
-        flat = np.where(k >= 0, end_equity[kk], cash)
-        marked = start_equity[kk] * (1 - fee_in1[kk]) + qty[kk] * (c - entry_price[kk])
-        equity_values = np.where(in_trade, marked, flat)
-    else:
-        equity_values = np.full(n, float(cash))
-
-    index = candles.index
-    bar = _bar_duration(index)
-    exit_time = index[np.minimum(ends, n - 1)].where(~at_end, index[-1] + bar)
-    trades = pd.DataFrame({
-        "EntryTime": index[starts],
-        "ExitTime": exit_time,
-        "Side": held[starts],
-        "Size": qty,
-        "EntryPrice": entry_price,
-        "ExitPrice": exit_price,
-        "Fees": (fee_in1 + fee_out1) * start_equity,
-        "PnL": end_equity - start_equity,
-        "Return [%]": (growth - 1) / size * 100,
-        "EntryBar": starts,
-        "ExitBar": np.minimum(ends, n - 1),
-    })
-    trades["Duration"] = trades["ExitTime"] - trades["EntryTime"]
-    trades = trades[TRADE_COLUMNS]
-
-    equity = pd.Series(equity_values, index=index, name="Equity")
-    buy_hold = pd.Series(cash * c / c[0], index=index, name="Buy & Hold")
-    stats = compute_stats(equity, trades, buy_hold, in_market=held != 0, bar=bar)
-    return Result(equity, buy_hold, trades, stats)
+    a = after[np.cumsum(is_trade) - is_trade]  # (S,) flat segments: equity after the trades before
+    a[is_trade] = start_equity * (1 - fee_in1) - qty * entry_price
+    b = np.zeros(len(seg))
+    b[is_trade] = qty
+    equity = np.repeat(b, lens)  # (n,) in place from here: this is the hot part
+    equity *= c
+    equity += np.repeat(a, lens)
+    equity[-1] = after[-1]  # a trade still open is closed at the last close: that candle shows cash
+    trades = {
+        "entry_bar": starts, "exit_bar": np.minimum(ends, n - 1), "at_end": at_end, "size": qty,
+        "entry_price": entry_price, "exit_price": exit_price,
+        "fees": (fee_in1 + fee_out1) * start_equity, "pnl": after[1:] - start_equity,
+    }
+    return equity, trades
 
 
 def backtest_predictions(predictions: pd.DataFrame, candles: dict[str, pd.DataFrame], *,
@@ -212,10 +225,8 @@ def portfolio(results: dict[str, Result]) -> Result:
 
 
 def _bar_duration(index: pd.DatetimeIndex) -> pd.Timedelta:
-    """The candle timeframe: the most common step of the index (gaps are rare)."""
-    steps = np.diff(index.asi8)
-    values, counts = np.unique(steps, return_counts=True)
-    return pd.Timedelta(int(values[np.argmax(counts)]), unit=index.unit)
+    """The candle timeframe: the smallest step of the index (a gap only makes a step longer)."""
+    return pd.Timedelta(int(np.diff(index.asi8).min()), unit=index.unit)
 
 
 def _check_costs(fee, slippage_bps, size, cash) -> None:
