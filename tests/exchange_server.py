@@ -52,10 +52,12 @@ class ExchangeServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/api/v3"
 
     def ccxt_config(self) -> dict:
-        """The `exchange.ccxt_config` that points a ccxt.binance here, rate limiter off."""
+        """The `exchange.ccxt_config` that points a ccxt.binance here, rate limiter off. With an API
+        key set, binance's load_markets also asks private endpoints for currencies and margin pairs:
+        switched off, since this server has none."""
         return {
             "urls": {"api": {"public": self.url}},
-            "options": {"fetchMarkets": {"types": ["spot"]}},
+            "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
             "enableRateLimit": False,
             "timeout": int(self.timeout_s * 1000 / 4),
         }
