@@ -182,3 +182,25 @@ def test_sandbox_mode_keeps_the_configured_urls():
     exchange = make_exchange("binance", {"urls": {"api": {"public": "http://127.0.0.1:9/api/v3"}}}, sandbox=True)
     assert exchange.urls["api"]["public"] == "http://127.0.0.1:9/api/v3"
     assert "testnet" in exchange.urls["api"]["private"]
+
+
+def test_ccxt_config_is_passed_through_with_the_rate_limiter_on():
+    exchange = make_exchange("binance", {"timeout": 1234, "options": {"defaultType": "spot"}})
+    assert (exchange.timeout, exchange.options["defaultType"], exchange.enableRateLimit) == (1234, "spot", True)
+
+
+def test_a_write_killed_mid_way_leaves_the_old_file(server, tmp_path, eth, monkeypatch):
+    fetch(server, tmp_path, until="2018-01-11")
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    before = path.read_bytes()
+
+    def dies_half_way(self, target, *args, **kwargs):
+        with open(target, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        fetch(server, tmp_path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
