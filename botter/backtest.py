@@ -14,6 +14,8 @@ The rules (the paper broker follows the same ones by importing `fill`):
   fill price. The quantity is then held unchanged until the target changes; any change of target
   closes the position and, if the new target is not flat, opens a new one at the same open.
 - Equity is marked at each candle's close: cash + quantity * close.
+- An account whose equity after a trade is zero or less (a short can lose more than everything) is
+  ruined: it opens no further position.
 
 `backtest` computes this without a loop over candles: the equity at each trade's entry is the
 cumulative product of the per-trade growth factors, and every candle inside a trade is a linear
@@ -141,6 +143,11 @@ def _simulate(o, c, held, *, fee, slippage_bps, size, cash) -> tuple[np.ndarray,
     fee_out1 = fill(-side, exit_ref, q1, fee=fee, slippage_bps=slippage_bps)[1]
     growth = 1 + q1 * (exit_price - entry_price) - fee_in1 - fee_out1
     after = cash * np.concatenate([[1.0], np.cumprod(growth)])  # (T+1,) equity after k trades
+    ruined = np.flatnonzero(after[1:] <= 0)
+    if len(ruined) and ruined[0] < len(starts) - 1:  # no position opens once the account is wiped out
+        held = held.copy()
+        held[ends[ruined[0]]:] = 0
+        return _simulate(o, c, held, fee=fee, slippage_bps=slippage_bps, size=size, cash=cash)
     start_equity = after[:-1]
     qty = q1 * start_equity
 

@@ -28,14 +28,15 @@ def reference_loop(open_, close, target, *, fee, slippage_bps, size, cash):
                 cash += qty * price - f
                 trades[-1] += [i, price, fees + f, cash - cash_in]
                 qty = 0.0
-            if want:
+            pos = 0
+            if want and cash > 0:  # a ruined account opens nothing
                 price, _ = fill(want, open_[i], 0.0, fee=fee, slippage_bps=slippage_bps)
                 qty = size * want * cash / price
                 _, fees = fill(want, open_[i], qty, fee=fee, slippage_bps=slippage_bps)
                 cash_in = cash
                 cash -= qty * price + fees
                 trades.append([i, qty, price])
-            pos = want
+                pos = want
         if i == n - 1 and pos:  # still open at the end: closed at the last close
             price, f = fill(-pos, close[i], qty, fee=fee, slippage_bps=slippage_bps)
             cash += qty * price - f
@@ -101,6 +102,13 @@ def test_reversal_is_two_trades_at_one_open():
     assert r.trades["PnL"].tolist() == pytest.approx([50, 52.5])
     assert r.trades["EntryBar"].tolist() == [1, 2] and r.trades["ExitBar"].tolist() == [2, 3]
     assert r.equity.iloc[-1] == pytest.approx(1102.5)
+
+
+def test_a_ruined_account_opens_nothing_more():
+    df = candles([100, 100, 250, 250, 250], [100, 250, 250, 250, 250])
+    r = backtest(df, [-1, 0, 1, 1, 0], fee=0.0, slippage_bps=0.0, size=1.0, cash=1000.0)
+    assert len(r.trades) == 1 and r.trades.PnL.iloc[0] == pytest.approx(-1500)
+    assert r.equity.tolist() == pytest.approx([1000, -500, -500, -500, -500])
 
 
 def test_no_trades():
