@@ -67,7 +67,9 @@ def render(
 
 def _render_ohlc(candles, window, ends, *, height, width, ma=None, volume=True) -> np.ndarray:
     if width != 3 * window:
-        raise BotterError(f"render.width={width} but ohlc draws 3 px per candle: set render.width={3 * window}")
+        raise BotterError(
+            f"render.width={width} but ohlc draws 3 px per candle: set render.width={3 * window}"
+        )
     prices = torch.tensor(candles[COLUMNS].to_numpy(np.float64))  # (T, 5)
     images = ohlc_images(
         prices, torch.from_numpy(ends), window, height=height, ma=ma, volume=volume, times=candles.index
@@ -84,22 +86,33 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
     candles up to each column's candle), or None. volume: draw the volume panel in the bottom
     fifth under a 1-px gap, bars scaled by the window's largest volume.
     times: optional labels of the T candles, used in error messages only. chunk: windows per
-    step; by default about 1 MiB of image on the CPU (stays in cache), everything on a GPU.
+    step; by default about 4 MiB of image on the CPU (stays in cache), everything on a GPU.
     Raises BotterError naming the first window that holds a bad candle.
     """
     ma = int(ma) if ma else 0
     lookback = window + max(ma - 1, 0)  # candles each image reads
     vol_rows = height // 5 if volume else 0
     price_rows = height - vol_rows - 1 if volume else height
-    if price_rows < 2:
-        raise BotterError(f"render.height={height} leaves {price_rows} price rows: use at least 8")
+    if not 2 <= price_rows <= 255:
+        raise BotterError(
+            f"render.height={height} gives {price_rows} price rows; ohlc draws 2..255 (uint8 rows): "
+            f"set render.height between 8 and 255"
+        )
     _check(prices, ends, window, lookback, times)
     if chunk is None:
-        chunk = len(ends) if prices.is_cuda else max(1, (1 << 20) // (height * 3 * window))
+        chunk = len(ends) if prices.is_cuda else max(1, (4 << 20) // (height * 3 * window))
     out = torch.zeros((len(ends), 1, height, 3 * window), dtype=torch.uint8, device=prices.device)
+    dev = prices.device
+    rows = torch.arange(price_rows, dtype=torch.uint8, device=dev)[:, None]  # (P, 1)
+    vrows = torch.arange(vol_rows, 0, -1, dtype=torch.uint8, device=dev)[:, None]  # (V, 1)
+    # Where the MA line meets each column's left edge x - 0.5 (and the last column's right edge),
+    # in candles: between MA points j and j+1, `past` of the way.
+    edge = ((torch.arange(3 * window + 1, device=dev) - 1.5) / 3).clamp(0, window - 1)  # (3W+1,)
+    j = edge.floor().long()
+    past = edge - j
     for s in range(0, len(ends), chunk):
         e = ends[s : s + chunk]
-        idx = e[:, None] + torch.arange(1 - lookback, 1, device=prices.device)  # (n, L)
+        idx = e[:, None] + torch.arange(1 - lookback, 1, device=dev)  # (n, L)
         g = prices[idx.clamp(min=0)]  # (n, L, 5)
         o, h, l, c, v = g[:, -window:].unbind(-1)  # (n, W) each
         lo, hi = l.amin(1), h.amax(1)  # (n,)
@@ -111,61 +124,56 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
             lo = torch.minimum(lo, line.masked_fill(~known, float("inf")).amin(1))
             hi = torch.maximum(hi, line.masked_fill(~known, float("-inf")).amax(1))
         span = hi - lo
-        flat = span <= 0
-
-        def row(p):  # price -> fractional row, 0 = top = window high; a flat window sits mid-height
-            frac = torch.where(flat[:, None], 0.5, (hi[:, None] - p) / span.masked_fill(flat, 1)[:, None])
-            return frac * (price_rows - 1)
-
-        def rnd(x):
-            return x.round().to(torch.int16)
-
-        # One lit interval [top, bottom] of rows per column: open tick, high-low bar, close tick.
-        top = rnd(row(torch.stack([o, h, c], -1).flatten(1)))  # (n, 3W)
-        bottom = rnd(row(torch.stack([o, l, c], -1).flatten(1)))  # (n, 3W)
-        rows = torch.arange(price_rows, dtype=torch.int16, device=prices.device)[:, None]  # (P, 1)
-        lit = _within(rows, top[:, None], bottom[:, None])  # (n, P, 3W)
+        # One lit interval of rows per column, as its top row and length - 1: open tick, high-low
+        # bar, close tick.
+        top = _round(_to_row(torch.stack([o, h, c], -1).flatten(1), hi, span, price_rows))  # (n, 3W)
+        length = _round(_to_row(torch.stack([o, l, c], -1).flatten(1), hi, span, price_rows)) - top  # (n, 3W)
+        lit = _within(rows, top, length)  # (n, P, 3W)
         if ma:
             # The line joins the MA points at the middle columns 3j+1: each column lights the rows
             # the line crosses between its left and right edge (x -/+ 0.5), so it stays connected.
-            edge = torch.arange(3 * window + 1, device=prices.device) - 0.5  # (3W+1,)
-            t = ((edge - 1) / 3).clamp(0, window - 1)  # in candles
-            j = t.floor().long().clamp(max=window - 1)
             ext = torch.cat([line, line[:, -1:]], 1)  # (n, W+1)
-            at = ext[:, j] + (ext[:, j + 1] - ext[:, j]) * (t - j)  # (n, 3W+1) MA at each edge
-            r = row(at)
-            a, b = torch.minimum(r[:, :-1], r[:, 1:]), torch.maximum(r[:, :-1], r[:, 1:])  # (n, 3W)
-            drawn = ~(a.isnan() | b.isnan())
-            a, b = rnd(a.nan_to_num(1)), rnd(b.nan_to_num(0))
-            a, b = a.masked_fill(~drawn, 1), b.masked_fill(~drawn, 0)  # empty interval
-            lit |= _within(rows, a[:, None], b[:, None])
+            at = ext[:, j] + (ext[:, j + 1] - ext[:, j]) * past  # (n, 3W+1) MA at each edge
+            r = _to_row(at, hi, span, price_rows)
+            # fmin/fmax skip a NaN edge: the line starts at the first MA point that has history.
+            a, b = torch.fmin(r[:, :-1], r[:, 1:]), torch.fmax(r[:, :-1], r[:, 1:])  # (n, 3W)
+            drawn = ~a.isnan()
+            # top 255 with length 0 lights no row of the (<= 255) price rows: an empty interval
+            a, b = _round(a.nan_to_num(0)).masked_fill(~drawn, 255), _round(b.nan_to_num(0))
+            lit |= _within(rows, a, (b - a).masked_fill(~drawn, 0))
         out[s : s + chunk, 0, :price_rows] = lit.view(torch.uint8).mul_(255)
         if volume:
             vmax = v.amax(1, keepdim=True)  # (n, 1)
-            bar = (v / vmax.masked_fill(vmax <= 0, 1) * vol_rows).round().to(torch.int16)  # (n, W)
-            vrows = torch.arange(vol_rows, 0, -1, dtype=torch.int16, device=prices.device)[:, None]  # (V, 1)
+            bar = _round(v / vmax.masked_fill(vmax <= 0, 1) * vol_rows)  # (n, W)
             vlit = vrows <= bar[:, None]  # (n, V, W): the bar rises from the bottom row
             out[s : s + chunk, 0, price_rows + 1 :, 1::3] = vlit.view(torch.uint8).mul_(255)
     return out
 
 
-def _within(rows, top, bottom):
-    """Rows in [top, bottom], as bool, broadcast (n, P, 3W)."""
-    return (rows >= top) & (rows <= bottom)
+def _to_row(p, hi, span, price_rows):
+    """Price (n, k) -> fractional row, 0 = top = the window high (n,) of range span (n,); a flat
+    window (span 0) sits at mid-height. Multiplying before dividing keeps exact cases exact."""
+    flat = (span <= 0)[:, None]
+    scaled = (hi[:, None] - p) * (price_rows - 1) / span[:, None].masked_fill(flat, 1)
+    return torch.where(flat, (price_rows - 1) / 2, scaled)
+
+
+def _round(x):
+    """Fractional rows -> uint8 rows; halves round down the image (torch.round goes half to even)."""
+    return (x + 0.5).floor().to(torch.uint8)
+
+
+def _within(rows, top, length):
+    """Bool (n, P, 3W): rows r with top <= r <= top + length, for uint8 rows (P, 1), top and
+    length (n, 3W). One uint8 subtraction that wraps below top and one compare do both bounds."""
+    return (rows - top[:, None]) <= length[:, None]
 
 
 def _check(prices, ends, window, lookback, times):
     """Raise BotterError for the first window that reads a bad candle."""
     o, h, l, c, v = prices.unbind(-1)
     bad = (
-        ~prices.isfinite().all(-1)
-        | (l <= 0)
-        | (h < l)
-        | (o < l)
-        | (o > h)
-        | (c < l)
-        | (c > h)
-        | (v < 0)
+        ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
     )  # (T,)
     count = torch.cat([bad.new_zeros(1, dtype=torch.int64), bad.cumsum(0)])  # (T+1,)
     first = (ends - lookback + 1).clamp(min=0)
@@ -182,7 +190,9 @@ def _check(prices, ends, window, lookback, times):
     )
 
 
-def _render_mplfinance(candles, window, ends, *, height, width, ma=None, volume=True, style="charles", dpi=100):
+def _render_mplfinance(
+    candles, window, ends, *, height, width, ma=None, volume=True, style="charles", dpi=100
+):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,13 +243,21 @@ def preview(candles: pd.DataFrame, window: int, ends, renders: list[dict], path)
 
     ends = np.asarray(ends, dtype=np.int64)
     images = [render(candles, window, ends=ends, **r) for r in renders]  # each (N, C, H, W)
-    fig, axes = plt.subplots(len(ends), len(renders), figsize=(3.2 * len(renders), 2.4 * len(ends)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(ends), len(renders), figsize=(3.2 * len(renders), 2.4 * len(ends)), squeeze=False
+    )
     for i, e in enumerate(ends):
         start, stop = candles.index[e - window + 1], candles.index[e]
         for k, (r, im) in enumerate(zip(renders, images)):
             ax = axes[i, k]
-            ax.imshow(im[i].transpose(1, 2, 0).squeeze(-1) if im.shape[1] == 1 else im[i].transpose(1, 2, 0),
-                      cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
+            ax.imshow(
+                im[i].transpose(1, 2, 0).squeeze(-1) if im.shape[1] == 1 else im[i].transpose(1, 2, 0),
+                cmap="gray",
+                vmin=0,
+                vmax=255,
+                interpolation="nearest",
+                aspect="auto",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{r['name']} {r['height']}x{r['width']}", fontsize=8)
