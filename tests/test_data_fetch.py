@@ -8,6 +8,7 @@ from exchange_server import ExchangeServer
 from botter.config import compose
 from botter.data import load_candles, load_sample, store_path
 from botter.data.fetch import call, fetch_to_store, make_exchange
+from botter.data.store import append_store
 from botter.errors import BotterError
 
 TF_MS = 300_000
@@ -204,3 +205,19 @@ def test_a_write_killed_mid_way_leaves_the_old_file(server, tmp_path, eth, monke
         fetch(server, tmp_path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_pages_are_written_whole_as_they_come(server, tmp_path, eth, monkeypatch):
+    import botter.data.fetch as fetch_module
+
+    sizes = []
+
+    def spy(path, candles, *, stored=None):
+        sizes.append(len(candles))
+        return append_store(path, candles, stored=stored)
+
+    monkeypatch.setattr(fetch_module, "WRITE_EVERY_S", 0.0)
+    monkeypatch.setattr(fetch_module, "append_store", spy)
+    stored, _, _ = fetch(server, tmp_path)
+    assert sizes == [1000] * 5 + [760]
+    pd.testing.assert_frame_equal(stored, eth)

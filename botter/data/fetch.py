@@ -1,7 +1,8 @@
 """Fetch candles from any ccxt exchange into the local store, page by page.
 
-Pages follow `since` in the exchange's own page size; each page is validated and written to the
-store atomically before the next is asked for, so a run killed mid-way leaves whole pages. The
+Pages follow `since` in the exchange's own page size; each page is validated, and the pages are
+written to the store atomically every few seconds and at the end (also after an error or Ctrl-C),
+so a run killed mid-way leaves the old file or the old file with whole pages added. The
 candle that is still open (its close is after the exchange's clock) is never stored.
 
 API keys are not needed for candles. Where given they come only from the environment:
@@ -33,6 +34,8 @@ RETRY = (
 )
 # Where ccxt does not say how many candles a page holds.
 DEFAULT_PAGE = 500
+# Seconds between store writes during a fetch; a run killed hard loses at most this much fetching.
+WRITE_EVERY_S = 10.0
 KEY_FIELDS = {"apiKey": "API_KEY", "secret": "SECRET", "password": "PASSWORD"}
 
 
@@ -144,21 +147,39 @@ def fetch_to_store(
     end = min(to_ms(until), now) if until is not None else now
     limit = page_size(exchange)
     added = dropped = 0
+    pending = []  # whole pages fetched and checked, not yet written
+    last_write = time.monotonic()
+    prev = stored.tail(1)  # the newest candle known: a gap at a page boundary is seen too
+
+    def write():
+        nonlocal stored, pending, last_write
+        if pending:
+            stored = append_store(path, pd.concat(pending), stored=stored)
+            pending, last_write = [], time.monotonic()
+
     total = max(0, (end - start) // tf_ms)
-    with tqdm(total=total, unit="candle", desc=f"{exchange.id} {symbol} {timeframe}", disable=not progress) as bar:
+    bar = tqdm(total=total, unit="candle", desc=f"{exchange.id} {symbol} {timeframe}", disable=not progress)
+    try:
         while start < end:
             rows = call(exchange.fetch_ohlcv, symbol, timeframe, since=start, limit=limit, **retry)
             # Closed candles in range only: the close (open + timeframe) must not be after now.
             keep = [r for r in rows if start <= r[0] < end and r[0] + tf_ms <= now]
             if keep:
-                # With the last stored candle in front, a gap at the page boundary is seen too.
-                page, _ = apply_policy(pd.concat([stored.tail(1), from_rows(keep)]), timeframe, policy)
-                dropped += len(keep) + min(len(stored), 1) - len(page)
-                before = len(stored)
-                stored = append_store(path, page)
-                added += len(stored) - before
-                bar.update(len(stored) - before)
+                checked, _ = apply_policy(pd.concat([prev, from_rows(keep)]), timeframe, policy)
+                page = checked[~checked.index.isin(prev.index)]
+                dropped += len(keep) - len(page)
+                added += len(page)
+                bar.update(len(page))
+                if len(page):
+                    pending.append(page)
+                    prev = page.tail(1)
+                # Rewriting the file costs more as it grows: write a few times a minute, not per page.
+                if time.monotonic() - last_write > WRITE_EVERY_S:
+                    write()
             if not rows or max(r[0] for r in rows) < start:
                 break  # nothing more to come
             start = max(r[0] for r in rows) + tf_ms
+    finally:
+        bar.close()
+        write()  # what was fetched before an error or Ctrl-C is kept, in whole pages
     return stored, added, dropped

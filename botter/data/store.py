@@ -29,13 +29,14 @@ def read_store(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def append_store(path: Path, candles: pd.DataFrame) -> pd.DataFrame:
+def append_store(path: Path, candles: pd.DataFrame, *, stored: pd.DataFrame | None = None) -> pd.DataFrame:
     """Add `candles` (a clean Candles frame) to the file at `path` in one atomic write.
 
     Candles already stored win over new ones at the same open time, so re-fetching or
-    re-importing a range changes nothing. Returns the whole stored frame.
+    re-importing a range changes nothing. `stored`: the file's frame where the caller holds it
+    already (saves reading it again). Returns the whole stored frame.
     """
-    old = read_store(path)
+    old = read_store(path) if stored is None else stored
     new = candles[~candles.index.isin(old.index)]
     if len(new) == 0:
         return old
