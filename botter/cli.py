@@ -49,7 +49,8 @@ def _shape(cfg: DictConfig) -> None:
     from botter.model import layer_specs
 
     m = OmegaConf.to_container(cfg.model, resolve=True)
-    rows = shapes.trace(layer_specs(m["layers"], m["head"]), (m["in_channels"], cfg.render.height, cfg.render.width))
+    input_shape = (m["in_channels"], cfg.render.height, cfg.render.width)
+    rows = shapes.trace(layer_specs(m["layers"], m["head"]), input_shape)
     print(shapes.format_table(rows))
 
 

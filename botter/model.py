@@ -62,4 +62,4 @@ def build_model(in_channels: int, layers, head, input_hw) -> CNN:
     input_shape = (in_channels, *input_hw)
     rows = shapes.trace(layer_specs(layers, head), input_shape)
     modules = [getattr(nn, r.type)(**r.kwargs) for r in rows]
-    return CNN(nn.Sequential(*modules[: len(layers)]), nn.Sequential(*modules[len(layers):]), input_shape)
+    return CNN(nn.Sequential(*modules[: len(layers)]), nn.Sequential(*modules[len(layers) :]), input_shape)

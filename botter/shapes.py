@@ -24,26 +24,53 @@ _REQUIRED = object()
 
 # Every option torch accepts for each supported layer, with torch's default.
 OPTIONS: dict[str, dict] = {
-    "Conv2d": dict(in_channels=None, out_channels=_REQUIRED, kernel_size=_REQUIRED, stride=1, padding=0,
-                   dilation=1, groups=1, bias=True, padding_mode="zeros"),
-    "MaxPool2d": dict(kernel_size=_REQUIRED, stride=None, padding=0, dilation=1, return_indices=False,
-                      ceil_mode=False),
-    "AvgPool2d": dict(kernel_size=_REQUIRED, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                      divisor_override=None),
-    "AdaptiveAvgPool2d": dict(output_size=_REQUIRED),
-    "AdaptiveMaxPool2d": dict(output_size=_REQUIRED, return_indices=False),
-    "BatchNorm2d": dict(num_features=None, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True),
-    "Dropout": dict(p=0.5, inplace=False),
-    "Dropout2d": dict(p=0.5, inplace=False),
-    "ReLU": dict(inplace=False),
-    "LeakyReLU": dict(negative_slope=0.01, inplace=False),
-    "GELU": dict(approximate="none"),
-    "SiLU": dict(inplace=False),
-    "ELU": dict(alpha=1.0, inplace=False),
+    "Conv2d": {
+        "in_channels": None,
+        "out_channels": _REQUIRED,
+        "kernel_size": _REQUIRED,
+        "stride": 1,
+        "padding": 0,
+        "dilation": 1,
+        "groups": 1,
+        "bias": True,
+        "padding_mode": "zeros",
+    },
+    "MaxPool2d": {
+        "kernel_size": _REQUIRED,
+        "stride": None,
+        "padding": 0,
+        "dilation": 1,
+        "return_indices": False,
+        "ceil_mode": False,
+    },
+    "AvgPool2d": {
+        "kernel_size": _REQUIRED,
+        "stride": None,
+        "padding": 0,
+        "ceil_mode": False,
+        "count_include_pad": True,
+        "divisor_override": None,
+    },
+    "AdaptiveAvgPool2d": {"output_size": _REQUIRED},
+    "AdaptiveMaxPool2d": {"output_size": _REQUIRED, "return_indices": False},
+    "BatchNorm2d": {
+        "num_features": None,
+        "eps": 1e-5,
+        "momentum": 0.1,
+        "affine": True,
+        "track_running_stats": True,
+    },
+    "Dropout": {"p": 0.5, "inplace": False},
+    "Dropout2d": {"p": 0.5, "inplace": False},
+    "ReLU": {"inplace": False},
+    "LeakyReLU": {"negative_slope": 0.01, "inplace": False},
+    "GELU": {"approximate": "none"},
+    "SiLU": {"inplace": False},
+    "ELU": {"alpha": 1.0, "inplace": False},
     "Tanh": {},
     "Sigmoid": {},
-    "Flatten": dict(start_dim=1, end_dim=-1),
-    "Linear": dict(in_features=None, out_features=_REQUIRED, bias=True),
+    "Flatten": {"start_dim": 1, "end_dim": -1},
+    "Linear": {"in_features": None, "out_features": _REQUIRED, "bias": True},
 }
 # Layers that slide a window over height and width: they get a column in the per-dimension tables.
 WINDOW_TYPES = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
@@ -85,8 +112,10 @@ class _Layer:
 
     def __init__(self, index: int, spec, input_shape):
         if not isinstance(spec, Mapping) or "type" not in spec:
-            raise BotterError(f"layer {index}: {spec!r} is not a layer spec: write a dict with 'type', "
-                              "e.g. {type: Conv2d, out_channels: 16, kernel_size: 5}")
+            raise BotterError(
+                f"layer {index}: {spec!r} is not a layer spec: write a dict with 'type', "
+                "e.g. {type: Conv2d, out_channels: 16, kernel_size: 5}"
+            )
         self.index, self.type, self.input_shape = index, spec["type"], input_shape
         if self.type not in OPTIONS:
             raise BotterError(f"layer {index}: unknown type {self.type!r}; supported: {', '.join(OPTIONS)}")
@@ -102,14 +131,19 @@ class _Layer:
             value = self.kwargs.get(name, default)
             if isinstance(default, bool) and not isinstance(value, bool):
                 self.fail(f"{name} must be true or false, got {value!r}")
-            if isinstance(default, float) and not (name == "momentum" and value is None) and not _is_number(value):
+            if (
+                isinstance(default, float)
+                and not (name == "momentum" and value is None)
+                and not _is_number(value)
+            ):
                 self.fail(f"{name} must be a number, got {value!r}")
 
     def fail(self, message: str):
         raise BotterError(f"layer {self.index} ({self.type}): {message}")
 
     def get(self, name):
-        return self.kwargs.get(name, OPTIONS[self.type][name])
+        """The option's value, torch's default if not given, None if the type has no such option."""
+        return self.kwargs.get(name, OPTIONS[self.type].get(name))
 
     def int(self, name, minimum: int = 1) -> int:
         value = self.get(name)
@@ -122,7 +156,9 @@ class _Layer:
         value = self.get(name) if value is None else value
         pair = (value, value) if _is_int(value) else tuple(value) if _is_seq(value) else ()
         if len(pair) != 2 or not all(_is_int(v) and v >= minimum for v in pair):
-            self.fail(f"{name} must be an integer >= {minimum} or a [height, width] pair of them, got {value!r}")
+            self.fail(
+                f"{name} must be an integer >= {minimum} or a [height, width] pair of them, got {value!r}"
+            )
         return pair
 
     def choice(self, name, choices):
@@ -135,14 +171,18 @@ class _Layer:
         """`in_channels`-like options: filled in from the layer before, or checked against it."""
         given = self.kwargs.setdefault(name, actual)
         if given != actual:
-            self.fail(f"{name} is {given!r} but the layer before gives {actual} {what}: "
-                      f"leave {name} out or set it to {actual}")
+            self.fail(
+                f"{name} is {given!r} but the layer before gives {actual} {what}: "
+                f"leave {name} out or set it to {actual}"
+            )
 
     def too_small(self, dim: str, size_in: int, size_out: int, formula: str):
         shape = " x ".join(map(str, self.input_shape))
-        self.fail(f"{dim} {size_in} -> {size_out} < 1 ({formula}): the stack is too deep for a {shape} "
-                  "(C x H x W) input; remove layers, use smaller kernel_size/stride or more padding, "
-                  "or a bigger image")
+        self.fail(
+            f"{dim} {size_in} -> {size_out} < 1 ({formula}): the stack is too deep for a {shape} "
+            "(C x H x W) input; remove layers, use smaller kernel_size/stride or more padding, "
+            "or a bigger image"
+        )
 
 
 def _is_int(value) -> bool:
@@ -173,8 +213,13 @@ def _windows(layer, hw, pads, dilation, kernel, stride, ceil_mode=False) -> tupl
         out = _window_out(n, p, d, k, s, ceil_mode)
         if out < 1:
             rounding = "ceil" if ceil_mode else "floor"
-            layer.too_small(name, n, out, f"{rounding}(({n} + padding {p[0]}+{p[1]} - dilation {d} x "
-                                          f"(kernel_size {k} - 1) - 1) / stride {s}) + 1")
+            layer.too_small(
+                name,
+                n,
+                out,
+                f"{rounding}(({n} + padding {p[0]}+{p[1]} - dilation {d} x "
+                f"(kernel_size {k} - 1) - 1) / stride {s}) + 1",
+            )
         dims.append(Dim(n, p, d, k, s, out))
     return tuple(dims)
 
@@ -200,7 +245,9 @@ def _conv2d(layer: _Layer, c, hw):
         # F.pad's limits: reflect mirrors inside the input, circular wraps around it at most once.
         if (mode == "reflect" and max(p) >= n) or (mode == "circular" and max(p) > n):
             limit = "smaller than" if mode == "reflect" else "at most"
-            layer.fail(f"padding_mode {mode!r} needs padding {limit} the {name} {n}, got padding {p[0]}+{p[1]}")
+            layer.fail(
+                f"padding_mode {mode!r} needs padding {limit} the {name} {n}, got padding {p[0]}+{p[1]}"
+            )
     dims = _windows(layer, hw, pads, dilation, kernel, stride)
     params = out_channels * (c // groups) * kernel[0] * kernel[1] + (out_channels if layer.get("bias") else 0)
     return (out_channels, dims[0].size_out, dims[1].size_out), dims, params
@@ -216,10 +263,12 @@ def _pool2d(layer: _Layer, c, hw):
             layer.fail(f"{name} padding {p} is more than half the kernel_size {k}: use padding <= {k // 2}")
     if layer.get("return_indices"):
         layer.fail("return_indices: true makes the layer return a tuple that the next layer cannot take")
-    divisor = layer.get("divisor_override") if layer.type == "AvgPool2d" else None
+    divisor = layer.get("divisor_override")
     if divisor is not None and (not _is_int(divisor) or divisor == 0):
         layer.fail(f"divisor_override must be a nonzero integer or null, got {divisor!r}")
-    dims = _windows(layer, hw, tuple((p, p) for p in padding), dilation, kernel, stride, layer.get("ceil_mode"))
+    dims = _windows(
+        layer, hw, tuple((p, p) for p in padding), dilation, kernel, stride, layer.get("ceil_mode")
+    )
     return (c, dims[0].size_out, dims[1].size_out), dims, 0
 
 
@@ -231,8 +280,10 @@ def _adaptive_pool2d(layer: _Layer, c, hw):
     # null keeps that dimension's input size, as in torch.
     out = tuple(n if s is None else s for n, s in zip(hw, size))
     if len(size) != 2 or not all(_is_int(s) and s >= 1 for s in out):
-        layer.fail(f"output_size must be an integer >= 1 or a [height, width] pair of them (null keeps the "
-                   f"input size), got {layer.get('output_size')!r}")
+        layer.fail(
+            f"output_size must be an integer >= 1 or a [height, width] pair of them (null keeps the "
+            f"input size), got {layer.get('output_size')!r}"
+        )
     dims = tuple(Dim(n, None, None, None, None, s) for n, s in zip(hw, out))
     return (c, *out), dims, 0
 
@@ -258,7 +309,9 @@ def _flatten(layer: _Layer, shape):
 
 def _linear(layer: _Layer, shape):
     if len(shape) != 1:
-        layer.fail(f"needs a flat input but gets {' x '.join(map(str, shape))}: put {{type: Flatten}} before it")
+        layer.fail(
+            f"needs a flat input but gets {' x '.join(map(str, shape))}: put {{type: Flatten}} before it"
+        )
     layer.matches("in_features", shape[0], "features")
     out_features = layer.int("out_features")
     return (out_features,), shape[0] * out_features + (out_features if layer.get("bias") else 0)
@@ -270,8 +323,14 @@ def _elementwise(layer: _Layer, shape):
     return shape, 0
 
 
-_SPATIAL = {"Conv2d": _conv2d, "MaxPool2d": _pool2d, "AvgPool2d": _pool2d, "AdaptiveAvgPool2d": _adaptive_pool2d,
-            "AdaptiveMaxPool2d": _adaptive_pool2d, "BatchNorm2d": _batchnorm2d}
+_SPATIAL = {
+    "Conv2d": _conv2d,
+    "MaxPool2d": _pool2d,
+    "AvgPool2d": _pool2d,
+    "AdaptiveAvgPool2d": _adaptive_pool2d,
+    "AdaptiveMaxPool2d": _adaptive_pool2d,
+    "BatchNorm2d": _batchnorm2d,
+}
 _ANY = {"Dropout": _dropout, "Dropout2d": _dropout, "Flatten": _flatten, "Linear": _linear}
 
 
@@ -316,8 +375,12 @@ def _shape_str(shape) -> str:
 def _columns(lines: list[list[str]], left: int = 1) -> list[str]:
     """Align a table: the first `left` columns to the left, the rest (numbers) to the right."""
     widths = [max(map(len, col)) for col in zip(*lines)]
-    return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
-            for line in lines]
+    return [
+        "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in lines
+    ]
 
 
 def format_table(rows: list[Row]) -> str:
@@ -334,19 +397,23 @@ def format_table(rows: list[Row]) -> str:
     for i, name in enumerate(_DIM_NAMES):
         dims = [r.dims[i] for r in windows]
         chain = " -> ".join(map(str, [rows[0].in_shape[i + 1]] + [d.size_out for d in dims]))
-        show = lambda v: "-" if v is None else str(v)  # noqa: E731
-        pad = lambda p: "-" if p is None else str(p[0]) if p[0] == p[1] else f"{p[0]}+{p[1]}"  # noqa: E731
-        table = [[""] + [f"{r.index} {r.type}" for r in windows],
-                 ["IN"] + [str(d.size_in) for d in dims],
-                 ["padding"] + [pad(d.padding) for d in dims],
-                 ["dilation"] + [show(d.dilation) for d in dims],
-                 ["kernel_size"] + [show(d.kernel_size) for d in dims],
-                 ["stride"] + [show(d.stride) for d in dims],
-                 ["OUT"] + [str(d.size_out) for d in dims]]
+        show = lambda v: "-" if v is None else str(v)
+        pad = lambda p: "-" if p is None else str(p[0]) if p[0] == p[1] else f"{p[0]}+{p[1]}"
+        table = [
+            [""]
+            + [f"{r.index} {r.type}" + (" (ceil)" if r.kwargs.get("ceil_mode") else "") for r in windows],
+            ["IN"] + [str(d.size_in) for d in dims],
+            ["padding"] + [pad(d.padding) for d in dims],
+            ["dilation"] + [show(d.dilation) for d in dims],
+            ["kernel_size"] + [show(d.kernel_size) for d in dims],
+            ["stride"] + [show(d.stride) for d in dims],
+            ["OUT"] + [str(d.size_out) for d in dims],
+        ]
         out += ["", f"{name}: {chain}", *_columns(table)]
     table = [["#", "layer", "in", "out", "params"]]
-    table += [[str(r.index), r.type, _shape_str(r.in_shape), _shape_str(r.out_shape), f"{r.params:,}"]
-              for r in rows]
+    table += [
+        [str(r.index), r.type, _shape_str(r.in_shape), _shape_str(r.out_shape), f"{r.params:,}"] for r in rows
+    ]
     out += ["", *_columns(table, left=4), f"total parameters: {sum(r.params for r in rows):,}"]
     # The Linear input as a person writes it: the last (C, H, W) before it, multiplied out.
     first_linear = next((r.index for r in rows if r.type == "Linear"), len(rows))

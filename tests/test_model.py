@@ -13,7 +13,10 @@ from botter.model import build_model, layer_specs
 
 def model_kwargs(overrides):
     cfg = compose("shape", overrides)
-    return {**OmegaConf.to_container(cfg.model, resolve=True), "input_hw": (cfg.render.height, cfg.render.width)}
+    return {
+        **OmegaConf.to_container(cfg.model, resolve=True),
+        "input_hw": (cfg.render.height, cfg.render.width),
+    }
 
 
 def n_params(model: nn.Module) -> int:
@@ -29,9 +32,15 @@ def test_jkx20_is_the_papers_20_day_model():
     assert model(torch.rand(2, 1, 64, 60)).shape == (2, 2)
 
 
-@pytest.mark.parametrize("overrides", [["model=small"], ["model=small", "data.classes=3"],
-                                       ["model=seed", "render.height=48", "render.width=64"],
-                                       ["model=jkx20", "render=mplfinance", "render.height=64", "render.width=60"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=small"],
+        ["model=small", "data.classes=3"],
+        ["model=seed", "render.height=48", "render.width=64"],
+        ["model=jkx20", "render=mplfinance", "render.height=64", "render.width=60"],
+    ],
+)
 def test_shipped_models_run_on_their_render_size_and_count_like_shapes(overrides):
     kwargs = model_kwargs(overrides)
     model = build_model(**kwargs).eval()
@@ -46,8 +55,17 @@ def test_shipped_models_run_on_their_render_size_and_count_like_shapes(overrides
 
 def test_head_dropout_before_each_linear_and_relu_between():
     specs = layer_specs([], {"hidden": [8, 4], "dropout": 0.25, "num_classes": 2})
-    assert [s["type"] for s in specs] == ["Flatten", "Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU",
-                                          "Dropout", "Linear"]
+    assert [s["type"] for s in specs] == [
+        "Flatten",
+        "Dropout",
+        "Linear",
+        "ReLU",
+        "Dropout",
+        "Linear",
+        "ReLU",
+        "Dropout",
+        "Linear",
+    ]
     no_dropout = layer_specs([], {"hidden": [], "dropout": 0.0, "num_classes": 3})
     assert no_dropout == [{"type": "Flatten"}, {"type": "Linear", "out_features": 3}]
 
@@ -62,11 +80,20 @@ def test_stack_too_deep_fails_before_any_layer_is_built(monkeypatch):
         build_model(**kwargs)
 
 
-@pytest.mark.parametrize("head, message", [
-    ({"hidden": [], "num_classes": 2}, "model head must have exactly the keys hidden, dropout, num_classes"),
-    ({"hidden": 8, "dropout": 0.0, "num_classes": 2}, "head.hidden must be a list"),
-    ({"hidden": [], "dropout": 0.0, "num_classes": 0}, r"layer 1 \(Linear\): out_features must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        (
+            {"hidden": [], "num_classes": 2},
+            "model head must have exactly the keys hidden, dropout, num_classes",
+        ),
+        ({"hidden": 8, "dropout": 0.0, "num_classes": 2}, "head.hidden must be a list"),
+        (
+            {"hidden": [], "dropout": 0.0, "num_classes": 0},
+            r"layer 1 \(Linear\): out_features must be an integer >= 1",
+        ),
+    ],
+)
 def test_bad_head_is_a_clear_error(head, message):
     with pytest.raises(BotterError, match=message):
         build_model(1, [], head, (4, 4))
