@@ -221,3 +221,16 @@ def test_pages_are_written_whole_as_they_come(server, tmp_path, eth, monkeypatch
     stored, _, _ = fetch(server, tmp_path)
     assert sizes == [1000] * 5 + [760]
     pd.testing.assert_frame_equal(stored, eth)
+
+
+def test_keys_are_blanked_out_of_error_messages(monkeypatch):
+    monkeypatch.setenv("BOTTER_BINANCE_API_KEY", "k-123")
+    exchange = make_exchange("binance")
+
+    def leaky(*args, **kwargs):
+        raise ccxt.ExchangeError("GET /x?apiKey=k-123 failed")
+
+    monkeypatch.setattr(exchange, "fetch", leaky)  # the HTTP layer under every request
+    with pytest.raises(BotterError) as e:
+        call(exchange.fetch_time, tries=1)
+    assert "k-123" not in str(e.value) and "apiKey=***" in str(e.value)

@@ -33,7 +33,7 @@ def from_rows(rows) -> pd.DataFrame:
 
 def to_ms(t) -> int:
     """A time (text like "2024-01-01", a datetime, or epoch ms as int) as UTC epoch milliseconds."""
-    if isinstance(t, (int, np.integer)):
+    if isinstance(t, (int, np.integer)) or (isinstance(t, str) and t.isdigit()):
         return int(t)
     try:
         ts = pd.Timestamp(t)

@@ -67,30 +67,38 @@ def make_exchange(exchange_id: str, ccxt_config: dict | None = None, *, sandbox:
     return exchange
 
 
+def _hint(e: ccxt.BaseError) -> str:
+    if isinstance(e, ccxt.BadSymbol):
+        return "unknown symbol: check the symbol (BASE/QUOTE, like BTC/USDT)"
+    if isinstance(e, (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)):
+        return "the exchange refused the API key: check BOTTER_<EXCHANGE>_API_KEY/_SECRET or unset them (candles need no key)"
+    if isinstance(e, ccxt.BadRequest):
+        return "the exchange rejected the request: check symbol and timeframe"
+    return "the exchange answered with an error"
+
+
 def call(fn, *args, tries: int = 5, base_delay: float = 1.0, max_delay: float = 30.0, **kwargs):
     """`fn(*args, **kwargs)`, retried on network trouble with exponential backoff (base_delay s,
-    doubling, at most max_delay s) up to `tries` calls in all; other ccxt errors become BotterError."""
+    doubling, at most max_delay s) up to `tries` calls in all; other ccxt errors become BotterError
+    at once. Where `fn` is a method of an exchange, its keys are blanked out of the message."""
     for attempt in range(tries):
         try:
             return fn(*args, **kwargs)
-        except ccxt.BadSymbol as e:
-            raise BotterError(f"unknown symbol: {e}; check the symbol (BASE/QUOTE, like BTC/USDT)") from e
-        except (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended) as e:
-            raise BotterError(
-                f"the exchange refused the API key: {e}; check BOTTER_<EXCHANGE>_API_KEY/_SECRET "
-                "or unset them (candles need no key)"
-            ) from e
         except RETRY as e:
-            if attempt == tries - 1:
-                raise BotterError(
-                    f"could not reach the exchange after {tries} tries ({type(e).__name__}: {e}); "
-                    "check the network, exchange.ccxt_config urls/proxies, or try later"
-                ) from e
-            time.sleep(min(max_delay, base_delay * 2**attempt))
-        except ccxt.BadRequest as e:
-            raise BotterError(f"the exchange rejected the request: {e}; check symbol and timeframe") from e
+            if attempt < tries - 1:
+                time.sleep(min(max_delay, base_delay * 2**attempt))
+                continue
+            error = e
+            hint = f"could not reach the exchange after {tries} tries: check the network, exchange.ccxt_config urls/proxies, or try later"
         except ccxt.BaseError as e:
-            raise BotterError(f"the exchange answered with an error: {type(e).__name__}: {e}") from e
+            error, hint = e, _hint(e)
+        message = f"{hint} ({type(error).__name__}: {error})"
+        exchange = getattr(fn, "__self__", None)
+        for key in KEY_FIELDS:
+            secret = getattr(exchange, key, None)
+            if secret:
+                message = message.replace(secret, "***")
+        raise BotterError(message) from error
 
 
 def page_size(exchange: ccxt.Exchange) -> int:
