@@ -127,7 +127,7 @@ class _Layer:
         for name, default in options.items():
             if default is _REQUIRED and name not in self.kwargs:
                 self.fail(f"{name} is missing")
-            # Options that do not change shapes still get the type torch wants, so that building fails never.
+            # Options that do not change shapes still get the type torch wants, so that building the layer never fails.
             value = self.kwargs.get(name, default)
             if isinstance(default, bool) and not isinstance(value, bool):
                 self.fail(f"{name} must be true or false, got {value!r}")
@@ -145,15 +145,15 @@ class _Layer:
         """The option's value, torch's default if not given, None if the type has no such option."""
         return self.kwargs.get(name, OPTIONS[self.type].get(name))
 
-    def int(self, name, minimum: int = 1) -> int:
+    def integer(self, name, minimum: int = 1) -> int:
         value = self.get(name)
         if not _is_int(value) or value < minimum:
             self.fail(f"{name} must be an integer >= {minimum}, got {value!r}")
         return value
 
-    def pair(self, name, minimum: int = 1, value=None) -> tuple[int, int]:
+    def pair(self, name, minimum: int = 1) -> tuple[int, int]:
         """An int or an [height, width] pair of ints, like torch's `_pair`."""
-        value = self.get(name) if value is None else value
+        value = self.get(name)
         pair = (value, value) if _is_int(value) else tuple(value) if _is_seq(value) else ()
         if len(pair) != 2 or not all(_is_int(v) and v >= minimum for v in pair):
             self.fail(
@@ -226,7 +226,7 @@ def _windows(layer, hw, pads, dilation, kernel, stride, ceil_mode=False) -> tupl
 
 def _conv2d(layer: _Layer, c, hw):
     layer.matches("in_channels", c, "channels")
-    out_channels, groups = layer.int("out_channels"), layer.int("groups")
+    out_channels, groups = layer.integer("out_channels"), layer.integer("groups")
     kernel, stride, dilation = layer.pair("kernel_size"), layer.pair("stride"), layer.pair("dilation")
     if c % groups or out_channels % groups:
         layer.fail(f"groups {groups} must divide in_channels {c} and out_channels {out_channels}")
@@ -313,7 +313,7 @@ def _linear(layer: _Layer, shape):
             f"needs a flat input but gets {' x '.join(map(str, shape))}: put {{type: Flatten}} before it"
         )
     layer.matches("in_features", shape[0], "features")
-    out_features = layer.int("out_features")
+    out_features = layer.integer("out_features")
     return (out_features,), shape[0] * out_features + (out_features if layer.get("bias") else 0)
 
 
