@@ -101,7 +101,8 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
     _check(prices, ends, window, lookback, times)
     if chunk is None:
         chunk = len(ends) if prices.is_cuda else max(1, (4 << 20) // (height * 3 * window))
-    out = torch.zeros((len(ends), 1, height, 3 * window), dtype=torch.uint8, device=prices.device)
+    out = torch.empty((len(ends), 1, height, 3 * window), dtype=torch.uint8, device=prices.device)
+    out[:, :, price_rows:] = 0  # gap and volume panel; the price rows are all written below
     dev = prices.device
     rows = torch.arange(price_rows, dtype=torch.uint8, device=dev)[:, None]  # (P, 1)
     vrows = torch.arange(vol_rows, 0, -1, dtype=torch.uint8, device=dev)[:, None]  # (V, 1)
@@ -141,7 +142,7 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
             # top 255 with length 0 lights no row of the (<= 255) price rows: an empty interval
             a, b = _round(a.nan_to_num(0)).masked_fill(~drawn, 255), _round(b.nan_to_num(0))
             lit |= _within(rows, a, (b - a).masked_fill(~drawn, 0))
-        out[s : s + chunk, 0, :price_rows] = lit.view(torch.uint8).mul_(255)
+        torch.mul(lit.view(torch.uint8), 255, out=out[s : s + chunk, 0, :price_rows])
         if volume:
             vmax = v.amax(1, keepdim=True)  # (n, 1)
             bar = _round(v / vmax.masked_fill(vmax <= 0, 1) * vol_rows)  # (n, W)
