@@ -231,6 +231,11 @@ def portfolio(results: dict[str, Result]) -> Result:
     return Result(equity, buy_hold, trades, compute_stats(equity, trades, buy_hold, in_market, bar))
 
 
+def stats_table(results: dict[str, Result]) -> pd.DataFrame:
+    """The statistics side by side, one column per symbol (and "portfolio"): print it with to_string()."""
+    return pd.DataFrame({name: r.stats for name, r in results.items()})
+
+
 def _bar_duration(index: pd.DatetimeIndex) -> pd.Timedelta:
     """The candle timeframe: the smallest step of the index (a gap only makes a step longer)."""
     return pd.Timedelta(int(np.diff(index.asi8).min()), unit=index.unit)

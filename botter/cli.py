@@ -114,3 +114,72 @@ def _fetch(cfg: DictConfig) -> None:
     )
     print(f"{path}: {added} candles added, {dropped} dropped, {len(stored)} stored")
     print(validate(stored, cfg.timeframe))
+
+
+def backtest() -> None:
+    _app("backtest", _backtest)
+
+
+def _backtest(cfg: DictConfig) -> dict:
+    """Backtest a run's test predictions, or its model on other candles (data=...); print and write."""
+    from pathlib import Path
+
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from botter.backtest import backtest_predictions, stats_table
+    from botter.data.candles import between
+    from botter.plots import write_report
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    run = Path(c["run_dir"])
+    if not (run / "config.yaml").is_file():
+        raise BotterError(f"{run} has no config.yaml: pass run_dir=<a botter-train run folder>")
+    data_dir = c["paths"]["data_dir"]
+    if c.get("data") is None:
+        if not (run / "predictions.parquet").is_file():
+            raise BotterError(f"{run} has no predictions.parquet: did its botter-train finish?")
+        predictions = pd.read_parquet(run / "predictions.parquet")
+        run_data = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)["data"]
+        candles = _load_candles(run_data, data_dir)
+    else:
+        candles = _load_candles(c["data"], data_dir)
+        predictions = _predict(run, candles, timeframe=c["data"]["timeframe"], cache_dir=c["paths"]["cache_dir"])
+    p = c["period"]
+    predictions = between(predictions.set_index("time"), p["start"], p["end"]).reset_index()
+    results = backtest_predictions(predictions, candles, **c["backtest"])
+    print(stats_table(results).to_string())
+    paths = write_report(results, candles, c["out_dir"], plot_start=c["plot"]["start"], plot_end=c["plot"]["end"])
+    print(f"wrote {', '.join(path.name for path in paths)} in {c['out_dir']}")
+    return results
+
+
+def _load_candles(d: dict, data_dir) -> dict:
+    """{symbol: candles} for a data config (the keys of configs/data/*.yaml)."""
+    from botter.data import load
+
+    return load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"],
+                end=d["end"], data_dir=data_dir, **d.get("params", {}))
+
+
+def _predict(run_dir, candles: dict, *, timeframe: str, cache_dir):
+    """A run's model on other candles: a predictions frame like the run's predictions.parquet."""
+    import pandas as pd
+
+    from botter import dataset
+    from botter.train import load_model, predict
+
+    model, info = load_model(run_dir)
+    if timeframe != info["timeframe"]:
+        raise BotterError(f"the model of {run_dir} reads {info['timeframe']} candles, data.timeframe is "
+                          f"{timeframe}: load {info['timeframe']} candles")
+    windows = dataset.build(candles, window=info["window"], horizon=info["horizon"], classes=info["classes"],
+                            timeframe=info["timeframe"], render=info["render"],
+                            flat_threshold=info.get("flat_threshold", 0.0), cache_dir=cache_dir)
+    probs = predict(model, windows.images)  # (N, classes)
+    return pd.DataFrame({
+        "time": pd.DatetimeIndex(windows.times).tz_localize("UTC"),
+        "symbol": windows.symbols.astype(str),
+        **{f"p_{name}": probs[:, i] for i, name in enumerate(dataset.CLASS_NAMES[info["classes"]])},
+        "label": windows.labels,
+    })

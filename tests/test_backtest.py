@@ -244,3 +244,79 @@ def test_bad_target_raises():
         backtest(candles([1, 2], [1, 2]), [0.5, 0], **COSTS)
     with pytest.raises(BotterError, match="one target position per candle"):
         backtest(candles([1, 2], [1, 2]), [0], **COSTS)
+
+
+def toy_run(run_dir, symbols=("ETH/BTC", "LTC/BTC"), first=4800):
+    """A run folder as botter-train writes it (config.yaml + predictions.parquet), toy predictions."""
+    from omegaconf import OmegaConf
+
+    from botter.config import compose
+
+    config = compose("shape", ["data.symbols=[" + ",".join(symbols) + "]"])
+    OmegaConf.save(config, run_dir / "config.yaml", resolve=True)
+    rows = []
+    for symbol in symbols:
+        df = load_sample(symbol)
+        p_up = 1 / (1 + np.exp(-df.close.pct_change(3).fillna(0).to_numpy() * 300))[first:-5]
+        rows.append(pd.DataFrame({"time": df.index[first:-5].as_unit("ns"), "symbol": symbol,
+                                  "p_down": 1 - p_up, "p_up": p_up, "label": 0}))
+    pd.concat(rows, ignore_index=True).to_parquet(run_dir / "predictions.parquet", index=False)
+    return config
+
+
+def test_cli_backtests_a_run_folder(tmp_path, capsys):
+    import json
+
+    from botter.cli import _backtest
+    from botter.config import compose
+
+    toy_run(tmp_path)
+    cfg = compose("backtest", [f"run_dir={tmp_path}", "backtest.min_hold=3", "period.start=2018-01-28",
+                               "plot.start=2018-01-29 00:00", "plot.end=2018-01-29 04:00"])
+    results = _backtest(cfg)
+    out = tmp_path / "backtest"
+    names = ["backtest.json", "trades.csv", "equity.png", "trades_ETH-BTC.png", "trades_ETH-BTC_zoom.png",
+             "trades_LTC-BTC.png", "trades_LTC-BTC_zoom.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    stats = json.loads((out / "backtest.json").read_text())
+    assert list(stats) == ["ETH/BTC", "LTC/BTC", "portfolio"]
+    assert list(stats["portfolio"]) == STAT_KEYS
+    assert stats["portfolio"]["Start"] == "2018-01-28 00:00:00+00:00"
+    assert stats["portfolio"]["# Trades"] == len(pd.read_csv(out / "trades.csv")) > 0
+    assert stats["ETH/BTC"]["Equity Final"] == pytest.approx(results["ETH/BTC"].equity.iloc[-1])
+    printed = capsys.readouterr().out
+    assert "Sharpe Ratio" in printed and "portfolio" in printed
+
+
+@pytest.mark.slow
+def test_cli_runs_the_model_on_other_candles(tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+
+    from botter.cli import _backtest
+    from botter.config import compose
+    from botter.model import build_model
+
+    c = OmegaConf.to_container(toy_run(tmp_path), resolve=True)
+    kwargs = {**c["model"], "input_hw": [c["render"]["height"], c["render"]["width"]]}
+    torch.manual_seed(0)
+    info = {"render": c["render"], "timeframe": "5m", "window": 20, "horizon": 5, "classes": 2}
+    torch.save({"state_dict": build_model(**kwargs).state_dict(), "model_kwargs": kwargs, **info},
+               tmp_path / "model.pt")
+    cfg = compose("backtest", [f"run_dir={tmp_path}", f"out_dir={tmp_path / 'xmr'}", "data=sample",
+                               "data.symbols=[XMR/BTC]", "data.start=2018-01-29", "backtest.threshold_up=0.5",
+                               "backtest.threshold_down=0.5", f"paths.cache_dir={tmp_path / 'cache'}"])
+    results = _backtest(cfg)
+    assert list(results) == ["XMR/BTC", "portfolio"]
+    # the first decision needs window + ma - 1 candles; the last horizon ones have no label
+    xmr = load_sample("XMR/BTC").loc["2018-01-29":]
+    assert results["XMR/BTC"].equity.index[0] == xmr.index[20 + 20 - 2]
+    assert (tmp_path / "xmr" / "trades_XMR-BTC.png").exists()
+
+
+def test_cli_bad_run_dir(tmp_path):
+    from botter.cli import _backtest
+    from botter.config import compose
+
+    with pytest.raises(BotterError, match="botter-train run folder"):
+        _backtest(compose("backtest", [f"run_dir={tmp_path}"]))
