@@ -52,5 +52,5 @@ def load(
     if source == "planted":
         from botter.data.planted import planted_candles
 
-        return {s: between(planted_candles(**params), start, end) for s in symbols}
+        return {s: between(planted_candles(timeframe=timeframe, **params), start, end) for s in symbols}
     raise BotterError(f"data.source={source!r} is not one of: sample, store, planted")
