@@ -155,6 +155,31 @@ def _train(cfg: DictConfig, out_dir=None) -> dict:
     return result
 
 
+def paper() -> None:
+    _app("paper", _paper)
+
+
+def _paper(cfg: DictConfig) -> None:
+    """Paper-trade a run's model on the configured feed (mode=run), or report a paper run (mode=status)."""
+    from omegaconf import OmegaConf
+
+    from botter.paper import session
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if c["mode"] == "status":
+        result, png = session.status(c["run_dir"], c["name"])
+    elif c["mode"] == "run":
+        result = session.trade(c["run_dir"], name=c["name"], feed=c["feed"], backtest=c["backtest"],
+                               symbol=c["symbol"], exchange=c["exchange"], data_dir=c["paths"]["data_dir"],
+                               progress=c["progress"])
+        png = None
+    else:
+        raise BotterError(f"mode={c['mode']!r} is not one of: run, status")
+    print(result.to_string())
+    if png is not None:
+        print(f"equity curve: {png}")
+
+
 def backtest() -> None:
     _app("backtest", _backtest)
 

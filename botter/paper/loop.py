@@ -1,0 +1,113 @@
+"""The paper-trading loop: each closed candle -> chart -> model -> signals -> simulated fill -> ledger.
+
+On the close of candle t: the order decided at the close of t-1 fills at the open of t, the account
+is marked at the close of t, the window ending at t is rendered and read by the model, and
+botter.signals (the backtest's own rule) turns the probabilities so far into the target from t+1
+on. All of it is one ledger transaction keyed by t, so the loop can be killed anywhere and started
+again: it resumes after the last recorded candle.
+"""
+
+import logging
+import threading
+from collections import deque
+
+import numpy as np
+import pandas as pd
+
+from botter.data.candles import from_rows
+from botter.dataset import CLASS_NAMES
+from botter.paper.broker import Broker
+from botter.paper.ledger import Ledger, State, Step
+from botter.render import render
+from botter.signals import positions
+from botter.train import predict
+
+log = logging.getLogger(__name__)
+
+
+class Trader:
+    """Decides on each closed candle with a trained model and trades the decision on paper.
+
+    model, info: `botter.train.load_model(run_dir)` (info holds render, window, classes).
+    broker: the paper account, already in the state the ledger records (see `resume`).
+    signals: keyword arguments of botter.signals.positions (threshold_up, threshold_down,
+    long_only, min_hold). decisions: the ledger's decisions so far (the signal rule reads the whole
+    probability history); state: the ledger's last candle, whose target is still to be filled.
+    """
+
+    def __init__(self, model, info: dict, broker: Broker, signals: dict, *,
+                 decisions: pd.DataFrame | None = None, state: State | None = None):
+        self.model, self.broker, self.signals = model, broker, dict(signals)
+        self.render = dict(info["render"])
+        self.window = int(info["window"])
+        self.columns = [f"p_{name}" for name in CLASS_NAMES[int(info["classes"])]]
+        # Candles one image reads: the window, plus the history of its moving average.
+        self.lookback = self.window + max(int(self.render.get("ma") or 0) - 1, 0)
+        self.p_up = [] if decisions is None else decisions["p_up"].tolist()
+        self.p_down = [] if decisions is None else decisions["p_down"].tolist()
+        self.pending = None if state is None else (state.time, state.target)
+
+    def probabilities(self, candles: pd.DataFrame) -> dict:
+        """The model's class probabilities for the window ending at the last of `candles`."""
+        images = render(candles, self.window, ends=[len(candles) - 1], **self.render)  # (1, C, H, W)
+        p = predict(self.model, images)[0]  # (classes,)
+        return {c: float(v) for c, v in zip(self.columns, p)}
+
+    def step(self, candles: pd.DataFrame) -> Step:
+        """Trade the close of the last of `candles` (at least `window` of them, oldest first)."""
+        t = int(candles.index[-1].value // 1_000_000)
+        o, c = float(candles["open"].iloc[-1]), float(candles["close"].iloc[-1])
+        fill = None
+        if self.pending is not None:
+            order_time, target = self.pending
+            fill = self.broker.execute(target, o, time=t, order_time=order_time)
+        probs = self.probabilities(candles)
+        self.p_up.append(probs["p_up"])
+        self.p_down.append(probs["p_down"])
+        target = int(positions(np.array(self.p_up), np.array(self.p_down), **self.signals)[-1])
+        self.pending = (t, target)
+        b = self.broker
+        row = (t, o, *candles[["high", "low", "close", "volume"]].iloc[-1].tolist())
+        return Step(candle=row, fill=fill, position=b.position, side=b.side, cash=b.cash,
+                    equity=b.equity(c), probs=probs, target=target)
+
+
+def resume(ledger: Ledger, model, info: dict, *, signals: dict, cash: float, fee: float,
+           slippage_bps: float, size: float) -> Trader:
+    """A Trader in the state the ledger left (a fresh account of `cash` for an empty ledger)."""
+    state = ledger.state()
+    broker = Broker(cash=cash, fee=fee, slippage_bps=slippage_bps, size=size)
+    if state is not None:
+        broker = Broker(cash=state.cash, fee=fee, slippage_bps=slippage_bps, size=size,
+                        position=state.position, side=state.side)
+    return Trader(model, info, broker, signals, decisions=ledger.table("decisions"), state=state)
+
+
+def run(feed, trader: Trader, ledger: Ledger, *, stop: threading.Event | None = None) -> int:
+    """Trade every candle `feed` hands on after the ledger's last one; returns how many were recorded.
+
+    feed: a botter.paper.feeds feed (Replay, Poll). Ends when the feed ends or `stop` is set
+    (checked after each recorded candle and inside the feed's waits).
+    """
+    stop = stop or threading.Event()
+    state = ledger.state()
+    last = -1 if state is None else state.time
+    history, candles = feed.open(None if state is None else last + 1, trader.lookback - 1)
+    window = deque(history, maxlen=trader.lookback)
+    n = 0
+    for row in candles:
+        if row[0] <= last:
+            continue  # recorded already: a feed may hand a candle on twice
+        window.append(row)
+        if len(window) < trader.window:
+            continue  # the very first candles of the data: no full chart yet
+        step = trader.step(from_rows(window))
+        ledger.record(step)
+        if step.fill is not None:
+            f = step.fill
+            log.info("%s %s %.8g @ %.8g (fee %.3g); equity %.8g", pd.Timestamp(f.time, unit="ms", tz="UTC"),
+                     f.side, f.quantity, f.price, f.fee, step.equity)
+        last, n = step.time, n + 1
+        if stop.is_set():
+            break
+    return n

@@ -1,0 +1,162 @@
+"""Paper replay of a trained run: parity with botter-backtest, kills at random moments, status."""
+
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_paper import assert_same_fills, expected_fills
+
+from botter.backtest import backtest_predictions
+from botter.cli import _paper
+from botter.config import compose
+from botter.data import load_sample
+from botter.errors import BotterError
+from botter.paper import session
+from botter.paper.ledger import Ledger
+
+SYMBOL = "ETH/BTC"
+
+
+def settings(run) -> dict:
+    """Backtest settings whose thresholds make the tiny model trade often (a lasting signal)."""
+    p = pd.read_parquet(run / "predictions.parquet")
+    return {"cash": 1000.0, "fee": 0.001, "slippage_bps": 5.0, "size": 0.8, "long_only": False,
+            "min_hold": 3, "threshold_up": float(np.quantile(p["p_up"], 0.6)),
+            "threshold_down": float(np.quantile(p["p_down"], 0.6))}
+
+
+REPLAY = {"name": "replay", "start": None, "end": None, "pace": 0.0}
+
+
+def tables(path) -> dict[str, pd.DataFrame]:
+    with Ledger(path) as ledger:
+        return {name: ledger.table(name) for name in ("bars", "decisions", "orders", "fills")}
+
+
+@pytest.fixture(scope="module")
+def whole(tiny_run):
+    """An uninterrupted replay of the run's test period: (summary, ledger path)."""
+    result = session.trade(tiny_run, name="whole", feed=REPLAY, backtest=settings(tiny_run), progress=False)
+    return result, session.paper_dir(tiny_run, "whole") / "ledger.sqlite"
+
+
+def test_replay_trades_like_the_backtest(tiny_run, whole):
+    bt = settings(tiny_run)
+    predictions = pd.read_parquet(tiny_run / "predictions.parquet")
+    candles = load_sample(SYMBOL)
+    result = backtest_predictions(predictions, {SYMBOL: candles}, **bt)[SYMBOL]
+    t = tables(whole[1])
+    period = candles.loc[result.equity.index]
+    # The replay decides on exactly the run's test windows (and on the candle that fills the last
+    # one), with the probabilities the training run wrote.
+    assert t["bars"]["time"].tolist() == period.index.tolist()
+    np.testing.assert_allclose(t["decisions"]["p_up"].iloc[:-1], predictions["p_up"], atol=1e-5)
+    assert len(result.trades) > 5
+    assert_same_fills(t["fills"], expected_fills(result, period))
+    np.testing.assert_allclose(t["bars"]["equity"].iloc[:-1], result.equity.iloc[:-1], rtol=1e-9)
+    assert whole[0]["Candles"] == len(period)
+
+
+def test_second_run_adds_nothing(tiny_run, whole):
+    before = tables(whole[1])
+    result = session.trade(tiny_run, name="whole", feed=REPLAY, backtest=settings(tiny_run), progress=False)
+    after = tables(whole[1])
+    for name in before:
+        pd.testing.assert_frame_equal(before[name], after[name])
+    assert result["Equity"] == whole[0]["Equity"]
+
+
+def test_other_settings_need_another_name(tiny_run, whole):
+    with pytest.raises(BotterError, match="fee: ledger has 0.001, now 0.002"):
+        session.trade(tiny_run, name="whole", feed=REPLAY, backtest={**settings(tiny_run), "fee": 0.002},
+                      progress=False)
+
+
+def paper_cli(run, name, *args) -> list[str]:
+    bt = settings(run)
+    return [sys.executable, "-c", "from botter.cli import paper; paper()", f"run_dir={run}", f"name={name}",
+            "progress=false", *(f"backtest.{k}={v}" for k, v in bt.items()), *args]
+
+
+def bars(path) -> int:
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute("SELECT count(*) FROM bars").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # the schema is not written yet
+    finally:
+        db.close()
+
+
+def replay_in_child(run, name, pace) -> int:
+    """Fork a process that replays (the torch of this one already loaded: no start-up time); its pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: trade until done or killed, never return into pytest
+        code = 1
+        try:
+            feed = {**REPLAY, "pace": pace}
+            session.trade(run, name=name, feed=feed, backtest=settings(run), progress=False)
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_and_repeats_nothing(tiny_run, whole):
+    path = session.paper_dir(tiny_run, "killed") / "ledger.sqlite"
+    total = len(tables(whole[1])["bars"])
+    rng = random.Random(7)
+    for at in sorted(rng.sample(range(1, total - 10), 8)):
+        pid = replay_in_child(tiny_run, "killed", pace=0.005)
+        while bars(path) < at and os.waitpid(pid, os.WNOHANG) == (0, 0):
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.01))  # anywhere inside a candle: between, during or after its write
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status), "the replay ended before it was killed"
+    # The last restart runs to the end.
+    session.trade(tiny_run, name="killed", feed=REPLAY, backtest=settings(tiny_run), progress=False)
+    got, want = tables(path), tables(whole[1])
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_and_status_reports(tiny_run, whole):
+    path = session.paper_dir(tiny_run, "termed") / "ledger.sqlite"
+    proc = subprocess.Popen(paper_cli(tiny_run, "termed", "feed.pace=0.02"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    while bars(path) < 20 and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "SIGTERM: stopping after this candle" in out + err
+    stopped_at = bars(path)
+    assert 20 <= stopped_at < len(tables(whole[1])["bars"])
+    assert re.search(rf"\nCandles +{stopped_at}\n", out)  # the summary of where it stopped
+    # Hydra's log of the paper run lives beside its ledger.
+    assert "SIGTERM" in "".join(p.read_text() for p in path.parent.glob("*.log"))
+
+
+def test_status_prints_and_plots(tiny_run, whole, capsys):
+    cfg = compose("paper", [f"run_dir={tiny_run}", "name=whole", "mode=status"])
+    _paper(cfg)
+    out = capsys.readouterr().out
+    for key in ("Equity", "Position", "PnL", "# Round trips", "Last candle"):
+        assert key in out
+    assert f"{whole[0]['Last candle']}" in out
+    assert (whole[1].parent / "equity.png").stat().st_size > 10_000
+    with pytest.raises(BotterError, match="no paper run 'nothing'"):
+        _paper(compose("paper", [f"run_dir={tiny_run}", "name=nothing", "mode=status"]))
