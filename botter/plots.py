@@ -76,14 +76,23 @@ def plot_equity(result: Result, path, *, title: str = "") -> None:
                   f"Sharpe {s['Sharpe Ratio']:.2f}")
     top.legend(loc="upper left")
     top.grid(alpha=0.3)
-    eq = result.equity
-    drawdown = (eq / eq.cummax() - 1) * 100
-    bottom.fill_between(drawdown.index, drawdown, 0, color="tab:red", alpha=0.4, lw=0)
-    bottom.set_ylabel("drawdown [%]")
-    bottom.grid(alpha=0.3)
+    drawdown_panel(bottom, result.equity)
+    save(fig, path)
+
+
+def drawdown_panel(ax, equity: pd.Series) -> None:
+    """Draw the drawdown [%] of an equity curve on `ax` (the lower panel of an equity figure)."""
+    drawdown = (equity / equity.cummax() - 1) * 100
+    ax.fill_between(drawdown.index, drawdown, 0, color="tab:red", alpha=0.4, lw=0)
+    ax.set_ylabel("drawdown [%]")
+    ax.grid(alpha=0.3)
+
+
+def save(fig, path, dpi: int = 100) -> None:
+    """Write a time-axis figure to `path` as PNG and close it (open figures pile up in loops)."""
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
