@@ -201,6 +201,10 @@ def _render_mplfinance(
     import mplfinance as mpf
 
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    if isinstance(style, str) and style not in mpf.available_styles():
+        raise BotterError(
+            f"render.style={style!r} is not one of mplfinance's: {', '.join(mpf.available_styles())}"
+        )
     lookback = window + (ma - 1 if ma else 0)
     prices = torch.tensor(candles[COLUMNS].to_numpy(np.float64))
     _check(prices, torch.from_numpy(ends), window, lookback, candles.index)

@@ -182,6 +182,16 @@ def test_mplfinance_exact_size(height, width):
     assert (images[0] != images[1]).any()
 
 
+def test_mplfinance_sees_no_later_candle():
+    df = load_sample("LTC/BTC").iloc[:60]
+    later = df.copy()
+    later.iloc[41:, :4] *= 1.5  # every candle after the window's end
+    args = {"name": "mplfinance", "height": 64, "width": 64, "channels": 3, "ma": 10, "ends": [40]}
+    np.testing.assert_array_equal(render(df, 20, **args), render(later, 20, **args))
+    with pytest.raises(BotterError, match="render.style='nope'"):
+        render(df, 20, **args, style="nope")
+
+
 def test_configs_are_render_kwargs():
     cfg = compose("render", ["data.window=10"])
     df = load_sample("DASH/BTC").iloc[:40]
