@@ -62,15 +62,13 @@ def _render(cfg: DictConfig) -> None:
     import numpy as np
     from omegaconf import OmegaConf
 
-    from botter.data import load
     from botter.render import preview
 
-    d = cfg.data
-    candles = load(d.source, [cfg.symbol], d.timeframe, exchange=d.exchange, start=d.start, end=d.end,
-                   data_dir=cfg.paths.data_dir)[cfg.symbol]
-    ends = np.linspace(d.window - 1, len(candles) - 1, cfg.windows).round().astype(np.int64)
+    d = OmegaConf.to_container(cfg.data, resolve=True) | {"symbols": [cfg.symbol]}
+    candles = _load_candles(d, cfg.paths.data_dir)[cfg.symbol]
+    ends = np.linspace(d["window"] - 1, len(candles) - 1, cfg.windows).round().astype(np.int64)
     renders = [OmegaConf.to_container(r, resolve=True) for r in (cfg.render, cfg.compare)]
-    preview(candles, d.window, ends, renders, cfg.out)
+    preview(candles, d["window"], ends, renders, cfg.out)
     print(f"wrote {cfg.out}: {cfg.windows} windows of {cfg.symbol}, {' vs '.join(r['name'] for r in renders)}")
 
 

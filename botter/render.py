@@ -42,8 +42,9 @@ def render(
     candles: Candles frame (UTC DatetimeIndex `time`; open, high, low, close, volume).
     window: candles per image. ends: candle index (0-based) of each window's last candle;
     default every full window, ends = window-1 .. len(candles)-1.
-    name: "ohlc" or "mplfinance"; options are that renderer's keyword arguments
-    (`ohlc_images` / `mplfinance_images`), exactly the extra keys of configs/render/<name>.yaml.
+    name: "ohlc" or "mplfinance"; options are the extra keys of configs/render/<name>.yaml:
+    ohlc: ma (moving-average length in candles, or None), volume (bool), see `ohlc_images`;
+    mplfinance: the same plus style (an mplfinance style name).
     Raises BotterError for a window with a missing, non-positive or inconsistent candle.
     """
     if name not in RENDERERS:
