@@ -101,7 +101,7 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
         )
     _check(prices, ends, window, lookback, times)
     if chunk is None:
-        chunk = len(ends) if prices.is_cuda else max(1, (4 << 20) // (height * 3 * window))
+        chunk = max(1, len(ends) if prices.is_cuda else (4 << 20) // (height * 3 * window))
     out = torch.empty((len(ends), 1, height, 3 * window), dtype=torch.uint8, device=prices.device)
     out[:, :, price_rows:] = 0  # gap and volume panel; the price rows are all written below
     dev = prices.device
@@ -118,7 +118,6 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
         g = prices[idx.clamp(min=0)]  # (n, L, 5)
         o, h, l, c, v = g[:, -window:].unbind(-1)  # (n, W) each
         lo, hi = l.amin(1), h.amax(1)  # (n,)
-        line = None
         if ma:
             line = g[:, :, 3].unfold(1, ma, 1).mean(-1)  # (n, W): MA at each candle of the window
             line = line.masked_fill(idx[:, ma - 1 :] < ma - 1, float("nan"))  # too little history
