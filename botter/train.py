@@ -171,6 +171,7 @@ def train(
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
+        train_seconds = time.perf_counter() - started
 
         # Every rank scores the whole val split with identical weights, so all stop together.
         val_probs = predict(net, splits["val"].images, device=dev)
@@ -184,6 +185,7 @@ def train(
             "val_loss": val_loss,
             "val_accuracy": float((val_probs.argmax(1) == val_y).mean()),
             "val_balanced_accuracy": _balanced_accuracy(val_y, val_probs.argmax(1), classes),
+            "train_seconds": train_seconds,  # the steps alone (scripts/bench_train.py compares them)
             "seconds": time.perf_counter() - started,
         }
         improved = val_loss < state["best_val_loss"]
@@ -402,6 +404,8 @@ def plot_curves(history: pd.DataFrame, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     for split in ("train", "val"):
         a.plot(history["epoch"], history[f"{split}_loss"], marker="o", label=split)
@@ -409,6 +413,7 @@ def plot_curves(history: pd.DataFrame, path) -> None:
     a.set(xlabel="epoch", ylabel="loss (class-weighted cross-entropy)", title="loss")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

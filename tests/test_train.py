@@ -17,8 +17,9 @@ from botter.data import load
 from botter.errors import BotterError
 from botter.train import baselines, load_model, metrics, predict
 
-# A small planted run: 600 episodes -> 420 train / 90 val / 90 test windows.
-PLANTED = ["data=planted", "data.params.episodes=600", "trainer.batch_size=64", "trainer.progress=false"]
+# A small planted run on small images (1 x 32 x 30): 600 episodes -> 420 train / 90 val / 90 test windows.
+PLANTED = ["data=planted", "data.params.episodes=600", "data.window=10", "render.height=32", "trainer.batch_size=64",
+           "trainer.progress=false"]
 
 
 def _planted_run(tmp_path, extra=()):
@@ -76,12 +77,13 @@ def test_planted_run_learns_and_writes_the_run_folder(tmp_path):
     assert list(preds.columns) == ["time", "symbol", "p_down", "p_up", "label"]
     assert str(preds["time"].dt.tz) == "UTC" and len(preds) == 90
     model, info = load_model(run)
-    assert info["window"] == 20 and info["classes"] == 2 and info["render"]["name"] == "ohlc"
+    assert info["window"] == 10 and info["classes"] == 2 and info["render"]["name"] == "ohlc"
     # The saved model reproduces the saved predictions from freshly rendered test windows.
     cfg = OmegaConf.to_container(compose("train", PLANTED), resolve=True)
     d = cfg["data"]
     candles = load(d["source"], d["symbols"], d["timeframe"], **d["params"])
-    w = dataset.build(candles, window=20, horizon=5, classes=2, timeframe="5m", render=info["render"], progress=False)
+    w = dataset.build(candles, window=info["window"], horizon=5, classes=2, timeframe="5m", render=info["render"],
+                      progress=False)
     test = w.take(np.isin(w.times, preds["time"].dt.tz_localize(None).to_numpy("datetime64[ns]")))
     np.testing.assert_allclose(predict(model, test.images), preds[["p_down", "p_up"]].to_numpy(), atol=1e-5)
 
@@ -90,7 +92,7 @@ def test_planted_run_learns_and_writes_the_run_folder(tmp_path):
 def test_shuffled_labels_score_chance(tmp_path):
     cfg = OmegaConf.to_container(compose("train", [*PLANTED, "data.params.episodes=1000"]), resolve=True)
     d, r = cfg["data"], cfg["render"]
-    w = dataset.build(load(d["source"], d["symbols"], d["timeframe"], **d["params"]), window=20, horizon=5,
+    w = dataset.build(load(d["source"], d["symbols"], d["timeframe"], **d["params"]), window=10, horizon=5,
                       classes=2, timeframe="5m", render=r, progress=False)
     w.labels = np.random.default_rng(1).permutation(w.labels)
     a = dataset.split(w.times, timeframe="5m", horizon=5)
@@ -124,7 +126,8 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "_batch", real_batch)
     resumed = _planted_run(tmp_path / "b", ["trainer.max_epochs=2", "trainer.resume=true"])
     a, b = (pd.read_csv(tmp_path / x / "run" / "metrics.csv") for x in "ab")
-    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    timings = ["seconds", "train_seconds"]
+    pd.testing.assert_frame_equal(a.drop(columns=timings), b.drop(columns=timings))
     assert resumed["test"] == full["test"]
 
 
@@ -142,8 +145,7 @@ def _cli(args, cwd, timeout=240):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_and_a_sweep(tmp_path):
-    tiny = ["data=planted", "data.params.episodes=200", "trainer.max_epochs=1", "trainer.batch_size=32",
-            "trainer.progress=false"]
+    tiny = [*PLANTED, "data.params.episodes=200", "trainer.max_epochs=1", "trainer.batch_size=32"]
     run = tmp_path / "ddp"
     ddp = _cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
                 "-m", "botter.train", *tiny, f"hydra.run.dir={run}"], tmp_path)

@@ -1,0 +1,92 @@
+"""Data-pipeline overhead of training: one epoch through botter.train vs a bare loop, same tensors.
+
+Pipeline: `botter.train.train` for one epoch on the train split of the packaged `botter-train`
+config (sample data, ohlc 64x60, model small; images from the dataset cache, built first): uint8
+images cut into batches, converted, class-weighted loss, gradient clipping, LR schedule, progress
+bar. Its `train_seconds` (the steps, without the val pass and file writes) is compared with a bare
+loop over the same batches already converted to float in memory: forward, loss, backward, AdamW
+step, same model, batch size and number of steps. Prints wall and CPU seconds and their ratios
+(goal: the pipeline adds at most 15%).
+
+    .venv/bin/python scripts/bench_train.py [--windows 16000] [overrides ...]
+"""
+
+import argparse
+import tempfile
+import time
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from botter import dataset
+from botter.config import compose
+from botter.data import load
+from botter.model import build_model
+from botter.train import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=None, help="train windows to use (default: the whole split)")
+    ap.add_argument("overrides", nargs="*", help="botter-train config overrides, e.g. trainer.batch_size=512")
+    args = ap.parse_args()
+
+    cfg = OmegaConf.to_container(compose("train", ["trainer.progress=false", *args.overrides]), resolve=True)
+    d, r, t = cfg["data"], cfg["render"], cfg["trainer"]
+    candles = load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"],
+                   end=d["end"], data_dir=cfg["paths"]["data_dir"], **d.get("params", {}))
+    w = dataset.build(candles, window=d["window"], horizon=d["horizon"], classes=d["classes"],
+                      timeframe=d["timeframe"], render=r, cache_dir=cfg["paths"]["cache_dir"])
+    a = dataset.split(w.times, timeframe=d["timeframe"], horizon=d["horizon"], **cfg["dataset"]["split"])
+    splits = {name: w.take(a == i) for i, name in enumerate(dataset.SPLITS)}
+    if args.windows:
+        splits["train"] = splits["train"].take(slice(0, args.windows))
+    splits["val"] = splits["val"].take(slice(0, 256))  # the val pass is not timed
+    splits["test"] = splits["test"].take(slice(0, 256))
+    model_kwargs = {**cfg["model"], "input_hw": [r["height"], r["width"]]}
+    n, bs = len(splits["train"]), t["batch_size"]
+    print(f"{n} train windows, batch {bs}, {torch.get_num_threads()} threads, model {d['window']}-candle "
+          f"{r['height']}x{r['width']}")
+
+    # Bare loop: the same batches, already float and channels_last in memory.
+    images = torch.from_numpy(splits["train"].images)  # (N, C, H, W) uint8
+    labels = torch.from_numpy(splits["train"].labels)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    batches = [
+        (images[idx].float().div(255).contiguous(memory_format=torch.channels_last), labels[idx])
+        for idx in order.split(bs)
+    ]
+
+    def bare_loop(batches):
+        torch.manual_seed(t["seed"])
+        net = build_model(**model_kwargs).to(memory_format=torch.channels_last).train()
+        opt = torch.optim.AdamW(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        for x, y in batches:
+            loss = torch.nn.functional.cross_entropy(net(x), y)  # (B, classes) logits -> scalar
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    bare_loop(batches[:3])  # warm-up: oneDNN builds its kernels on the first steps
+    wall, cpu = time.perf_counter(), time.process_time()
+    bare_loop(batches)
+    bare = (time.perf_counter() - wall, time.process_time() - cpu)
+
+    with tempfile.TemporaryDirectory() as out:
+        cpu = time.process_time()
+        train(splits, model_kwargs=model_kwargs, info={"classes": d["classes"]}, out_dir=out,
+              **{**t, "max_epochs": 1, "device": "cpu"})
+        cpu_all = time.process_time() - cpu
+        row = pd.read_csv(f"{out}/metrics.csv").iloc[0]
+    # CPU seconds of the pipeline's steps: its whole CPU time scaled by the steps' share of the wall time.
+    pipe = (row["train_seconds"], cpu_all * row["train_seconds"] / row["seconds"])
+    print(f"{'':10}{'wall s':>10}{'CPU s':>10}{'images/s':>10}")
+    for name, (ws, cs) in (("bare", bare), ("pipeline", pipe)):
+        print(f"{name:10}{ws:10.2f}{cs:10.2f}{n / ws:10.0f}")
+    print(f"pipeline / bare: wall {pipe[0] / bare[0]:.3f}x, CPU {pipe[1] / bare[1]:.3f}x "
+          f"(overhead {100 * (pipe[0] / bare[0] - 1):+.1f}% wall)")
+
+
+if __name__ == "__main__":
+    main()
