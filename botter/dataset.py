@@ -101,7 +101,7 @@ def build(
     """
     ma = int(render.get("ma") or 0)
     lookback = window + max(ma - 1, 0)
-    bar = tqdm(total=0, desc="render", unit="win", disable=not progress, leave=False)
+    bar = tqdm(total=0, desc="render", unit="win", disable=not progress, leave=False, delay=0.5)
     parts = []
     for symbol, df in candles.items():
         if len(df) < lookback + horizon + 1:

@@ -53,6 +53,8 @@ def setup_distributed() -> tuple[int, int]:
     """(rank, world_size); joins the process group when launched by torchrun with WORLD_SIZE > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if not torch.cuda.is_available():  # the processes share the CPU cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
@@ -152,7 +154,9 @@ def train(
         # The same permutation on every rank (seeded by epoch), each rank takes its own stride.
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         order = order[: per_rank * world][rank::world].to(dev)
-        total, correct, seen = 0.0, 0, 0
+        # Sums stay on the device: reading them every step would make the GPU wait for the CPU.
+        total, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{max_epochs}", disable=not (main and progress), leave=False)
         for i in bar:
             idx = order[i * batch_size : (i + 1) * batch_size]
@@ -166,11 +170,13 @@ def train(
                 nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            total += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+            if i % 10 == 9:
+                bar.set_postfix(loss=f"{total.item() / seen:.4f}")
         bar.close()
+        total, correct = total.item(), correct.item()
         train_seconds = time.perf_counter() - started
 
         # Every rank scores the whole val split with identical weights, so all stop together.
@@ -252,7 +258,12 @@ def _to_device(windows: Windows, dev: torch.device) -> tuple[torch.Tensor, torch
 
 def _batch(images: torch.Tensor, idx: torch.Tensor, dev: torch.device) -> torch.Tensor:
     """Float batch in [0, 1] on `dev`, channels_last, from uint8 images anywhere."""
-    x = images[idx.to(images.device)]  # (B, C, H, W) uint8
+    idx = idx.to(images.device)
+    if images.is_pinned():  # gather into pinned memory, so the copy to the GPU runs asynchronously
+        x = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+        torch.index_select(images, 0, idx, out=x)
+    else:
+        x = images[idx]  # (B, C, H, W) uint8
     if x.device != dev:
         x = x.to(dev, non_blocking=True)
     return x.float().div_(255).contiguous(memory_format=torch.channels_last)
