@@ -7,6 +7,7 @@ iterator of the candles to trade, starting at open time `since` (or where the fe
 `since` is None). Nothing here can place an order: feeds only read candles.
 """
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -67,34 +68,43 @@ class Poll:
 
     exchange: a ccxt exchange (botter.data.fetch.make_exchange); only its public candle and time
     endpoints are called. poll_s: seconds between polls. A network error is retried with backoff
-    doubling from `retry_s` up to `max_retry_s` seconds, for as long as it takes; no new candle for
+    doubling from `retry_s` up to `max_retry_s` seconds: `start_tries` times in all while starting,
+    then for as long as it takes; no new candle for
     `stale_after` timeframes logs a warning. Candles missed while the process was down are caught
     up: the first poll asks for everything since the last traded candle.
     `wait(seconds) -> bool` sleeps and says whether to stop (default: `stop.wait`); `stop` ends it.
     """
 
     def __init__(self, exchange: ccxt.Exchange, symbol: str, timeframe: str, *, poll_s: float = 10.0,
-                 retry_s: float = 1.0, max_retry_s: float = 60.0, stale_after: float = 2.0,
+                 retry_s: float = 1.0, max_retry_s: float = 60.0, start_tries: int = 5, stale_after: float = 2.0,
                  stop: threading.Event | None = None, wait: Callable[[float], bool] | None = None):
         self.exchange, self.symbol, self.timeframe = exchange, symbol, timeframe
         self.tf_ms = timeframe_ms(timeframe)
         self.poll_s, self.retry_s, self.max_retry_s = poll_s, retry_s, max_retry_s
+        self.start_tries, self.starting = start_tries, True
         self.stale_ms = stale_after * self.tf_ms
         self.stop = stop or threading.Event()
         self.wait = wait or self.stop.wait
         self.limit = page_size(exchange)
 
     def _call(self, fn, *args, **kwargs):
-        """`fn(...)`, retried on network errors with bounded backoff until it answers or we stop."""
+        """`fn(...)`, retried on network errors with bounded backoff: at most `start_tries` calls
+        while starting (a wrong url, or a 404 that ccxt reports as a network error, fails fast),
+        then for as long as it takes (an outage is waited out and its candles caught up after)."""
         delay = self.retry_s
-        while True:
+        for attempt in itertools.count(1):
             try:
-                # tries=1: the backoff is ours, without end; call() turns other errors into BotterError.
-                return call(fn, *args, tries=1, **kwargs)
+                return call(fn, *args, tries=1, **kwargs)  # the backoff is ours; other errors: BotterError
             except BotterError as e:
-                if not isinstance(e.__cause__, RETRY):
+                cause = e.__cause__
+                if not isinstance(cause, RETRY):
                     raise
-                log.warning("exchange unreachable (%s); retrying in %.0f s", type(e.__cause__).__name__, delay)
+                if self.starting and attempt >= self.start_tries:
+                    raise BotterError(
+                        f"could not reach {self.exchange.id} after {attempt} tries ({type(cause).__name__}: "
+                        f"{cause}); check the network and exchange.ccxt_config (urls, proxies), or try later"
+                    ) from cause
+                log.warning("exchange unreachable (%s); retrying in %.0f s", type(cause).__name__, delay)
             if self.wait(delay):
                 raise _Stopped
             delay = min(2 * delay, self.max_retry_s)
@@ -129,6 +139,7 @@ class Poll:
         except _Stopped:
             return [], iter(())
         history = [r for r in history if r[0] < since][-warmup:] if warmup else []
+        self.starting = False
         return history, self._poll(since)
 
     def _poll(self, since: int) -> Iterator[list]:

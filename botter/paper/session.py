@@ -117,8 +117,11 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None 
             exchange = exchange or {}
             ex = make_exchange(exchange.get("id", "binance"), exchange.get("ccxt_config"),
                                sandbox=exchange.get("sandbox", False))
+            # Paper trading reads public candles only: with no key it cannot sign a request, so a
+            # key in the environment is never sent, and no code path can place a real order.
+            ex.apiKey = ex.secret = ex.password = ""
             source = Poll(ex, symbol, info["timeframe"], stop=stop,
-                          **{k: feed[k] for k in ("poll_s", "retry_s", "max_retry_s", "stale_after")})
+                          **{k: feed[k] for k in ("poll_s", "retry_s", "max_retry_s", "start_tries", "stale_after")})
         else:
             raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
         n = run(source, trader, ledger, stop=stop)

@@ -1,0 +1,157 @@
+"""The live feed (feed=ccxt) against the local fake Binance: new candles as its clock moves, faults,
+catching up after downtime, the staleness warning, and never an order endpoint or a key."""
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+from exchange_server import ExchangeServer
+from test_data_cli import overrides
+from test_paper_replay import REPLAY, SYMBOL, bars, paper_cli, settings, tables
+
+from botter.data import load_sample
+from botter.data.fetch import make_exchange
+from botter.errors import BotterError
+from botter.paper import session
+from botter.paper.feeds import Poll
+from botter.paper.ledger import Ledger
+from botter.paper.loop import resume, run
+from botter.train import load_model
+
+TF = 300_000  # 5m in ms
+PUBLIC = re.compile(r"^/api/v3/(exchangeInfo|klines|time|ping)(\?|$)")
+
+
+@pytest.fixture(scope="module")
+def replayed(tiny_run):
+    """The replay ledger of the run's test period: what the live feed must reproduce."""
+    session.trade(tiny_run, name="reference", feed=REPLAY, backtest=settings(tiny_run), progress=False)
+    return tables(session.paper_dir(tiny_run, "reference") / "ledger.sqlite")
+
+
+@pytest.fixture
+def server(replayed):
+    """The exchange, serving ETH/BTC up to the last candle of the replay, its clock at the first
+    decision's close."""
+    times = replayed["bars"]["time"]
+    with ExchangeServer({SYMBOL: load_sample(SYMBOL).loc[: times.iloc[-1]]}, "5m") as s:
+        s.timeout_s = 0.4
+        s.now = ms(times.iloc[0]) + TF
+        yield s
+
+
+def ms(t) -> int:
+    return int(pd.Timestamp(t).value // 1_000_000)
+
+
+def trade_live(run_dir, ledger_path, server, wait):
+    """Trade the live feed into the ledger at `ledger_path` until `wait` says stop."""
+    model, info = load_model(run_dir)
+    bt = settings(run_dir)
+    with Ledger(ledger_path) as ledger, session.one_thread():
+        trader = resume(ledger, model, info, signals={k: bt[k] for k in session.SIGNAL_KEYS},
+                        **{k: bt[k] for k in session.COST_KEYS})
+        exchange = make_exchange("binance", server.ccxt_config())
+        feed = Poll(exchange, SYMBOL, "5m", poll_s=1, retry_s=1, wait=wait)
+        return run(feed, trader, ledger)
+
+
+def assert_same_ledger(path, want):
+    got = tables(path)
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+
+
+def test_live_feed_trades_every_closed_candle_like_the_replay(tiny_run, replayed, server, tmp_path, caplog):
+    end = ms(replayed["bars"]["time"].iloc[-1]) + TF  # the close of the last candle served
+    steps = iter([0, 1, 2, 0, 1, 3, 1] * 1000)  # timeframes the clock moves per poll: some polls see none
+    faults = {3: (1, "timeout"), 7: (2, 429), 12: (1, 503), 20: (3, 500)}
+    polls = 0
+
+    def wait(seconds):
+        nonlocal polls
+        polls += 1
+        if polls in faults:
+            server.fail_next(*faults[polls])
+        if server.now >= end + 6 * TF:  # at least three timeframes with nothing new: stop
+            return True
+        server.now += next(steps) * TF
+        return False
+
+    with caplog.at_level(logging.WARNING, logger="botter.paper.feeds"):
+        n = trade_live(tiny_run, tmp_path / "live.sqlite", server, wait)
+    assert n == len(replayed["bars"])
+    assert_same_ledger(tmp_path / "live.sqlite", replayed)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("retrying" in m for m in messages) == 7  # every injected fault, each retried
+    assert sum("no new ETH/BTC 5m candle" in m for m in messages) == 1  # warned once when it went quiet
+    assert all(PUBLIC.match(r) for r in server.requests), [r for r in server.requests if not PUBLIC.match(r)]
+
+
+def test_live_feed_catches_up_candles_missed_while_down(tiny_run, replayed, server, tmp_path):
+    path = tmp_path / "live.sqlite"
+    end = ms(replayed["bars"]["time"].iloc[-1]) + TF
+
+    def until(stop_at):
+        def wait(seconds):
+            if server.now >= stop_at:
+                return True
+            server.now += TF
+            return False
+        return wait
+
+    first = trade_live(tiny_run, path, server, until(server.now + 40 * TF))
+    assert first == 41
+    server.now += 50 * TF  # down for 50 candles
+    second = trade_live(tiny_run, path, server, until(end))
+    assert first + second == len(replayed["bars"])
+    assert_same_ledger(path, replayed)
+
+
+@pytest.mark.slow
+def test_botter_paper_feed_ccxt_never_sends_keys_and_stops_on_sigterm(tiny_run, replayed, server):
+    secret = "sEcReT-key-0123456789"
+    env = {**os.environ, "BOTTER_BINANCE_API_KEY": secret, "BOTTER_BINANCE_SECRET": secret}
+    # Only the urls: binance's options that skip its private endpoints when a key is set are left out,
+    # so this shows the paper feed sends no key at all.
+    config = {k: server.ccxt_config()[k] for k in ("urls", "enableRateLimit", "timeout")}
+    config["options"] = {"fetchMarkets": {"types": ["spot"]}}
+    cmd = paper_cli(tiny_run, "live", "feed=ccxt", "feed.poll_s=0.05", *overrides("exchange.ccxt_config", config))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = session.paper_dir(tiny_run, "live") / "ledger.sqlite"
+    traded, deadline = 0, time.monotonic() + 120  # a guard against a hang, not a speed check
+    while traded < 31 and proc.poll() is None:
+        while proc.poll() is None and bars(path) <= traded:
+            time.sleep(0.02)
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"no candle traded in 2 minutes: {proc.communicate()}")
+        traded = bars(path)
+        if traded < 31:
+            server.now += TF  # one more candle closes
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    got = tables(path)
+    assert len(got["bars"]) == 31  # the candle closed at the start, then each one as it closed
+    for name in ("bars", "fills"):
+        want = replayed[name][replayed[name]["time"] <= got["bars"]["time"].iloc[-1]]
+        pd.testing.assert_frame_equal(got[name], want, check_exact=True)
+    assert all(PUBLIC.match(r) for r in server.requests)
+    written = out + err + "".join(p.read_bytes().decode("latin-1") for p in path.parent.iterdir())
+    assert secret not in written
+
+
+def test_bad_start_fails_at_once_with_the_fix(server):
+    exchange = make_exchange("binance", server.ccxt_config())
+    with pytest.raises(BotterError, match="unknown symbol 'DOGE/BTC'"):
+        Poll(exchange, "DOGE/BTC", "5m", wait=lambda s: False).open(None, 5)
+    server.fail_next(10, 503)
+    exchange = make_exchange("binance", server.ccxt_config())
+    with pytest.raises(BotterError, match="could not reach binance after 3 tries.*ccxt_config"):
+        Poll(exchange, SYMBOL, "5m", start_tries=3, wait=lambda s: False).open(None, 5)
