@@ -125,7 +125,8 @@ def _train(cfg: DictConfig, out_dir=None) -> dict:
 
     from botter import dataset
     from botter.data import load
-    from botter.train import format_table, setup_distributed
+    from botter.evaluate import format_table
+    from botter.train import setup_distributed
     from botter.train import train as fit
 
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -163,6 +164,8 @@ def _paper(cfg: DictConfig) -> None:
 
     from botter.paper import session
 
+    if OmegaConf.is_missing(cfg, "run_dir"):
+        raise BotterError("give run_dir=<the folder of a botter-train run> (its model is what trades)")
     c = OmegaConf.to_container(cfg, resolve=True)
     if c["mode"] == "status":
         result, png = session.status(c["run_dir"], c["name"])

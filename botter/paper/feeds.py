@@ -38,6 +38,8 @@ class Replay:
     stop: set it to end the replay (and any pacing wait) early.
     """
 
+    log_level = logging.DEBUG  # its fills are not logged one by one: the progress bar shows it moving
+
     def __init__(self, candles: pd.DataFrame, *, start=None, end=None, pace: float = 0.0,
                  stop: threading.Event | None = None, progress: bool = True):
         self.rows = _rows(candles)

@@ -94,6 +94,8 @@ def run(feed, trader: Trader, ledger: Ledger, *, stop: threading.Event | None = 
     last = -1 if state is None else state.time
     history, candles = feed.open(None if state is None else last + 1, trader.lookback - 1)
     window = deque(history, maxlen=trader.lookback)
+    # A replay shows a progress bar and its fills are in the ledger; a live feed logs each fill.
+    level = getattr(feed, "log_level", logging.INFO)
     n = 0
     for row in candles:
         if row[0] <= last:
@@ -105,8 +107,8 @@ def run(feed, trader: Trader, ledger: Ledger, *, stop: threading.Event | None = 
         ledger.record(step)
         if step.fill is not None:
             f = step.fill
-            log.info("%s %s %.8g @ %.8g (fee %.3g); equity %.8g", pd.Timestamp(f.time, unit="ms", tz="UTC"),
-                     f.side, f.quantity, f.price, f.fee, step.equity)
+            log.log(level, "%s %s %.8g @ %.8g (fee %.3g); equity %.8g", pd.Timestamp(f.time, unit="ms", tz="UTC"),
+                    f.side, f.quantity, f.price, f.fee, step.equity)
         last, n = step.time, n + 1
         if stop.is_set():
             break
