@@ -15,7 +15,8 @@ from botter.cli import _train
 from botter.config import compose
 from botter.data import load
 from botter.errors import BotterError
-from botter.train import baselines, load_model, metrics, predict
+from botter.evaluate import baselines, metrics
+from botter.train import load_model, predict
 
 # A small planted run on small images (1 x 32 x 30): 600 episodes -> 420 train / 90 val / 90 test windows.
 PLANTED = ["data=planted", "data.params.episodes=600", "data.window=10", "render.height=32", "trainer.batch_size=64",
