@@ -152,7 +152,7 @@ def _images(df, window, render, ends, cache_dir, symbol, bar) -> np.ndarray:
     for s in range(0, len(ends), _CHUNK):
         chunks.append(render_windows(df, window, **render, ends=ends[s : s + _CHUNK]))
         bar.update(len(chunks[-1]))
-    images = np.concatenate(chunks) if chunks else np.zeros((0, render["channels"], 1, 1), np.uint8)
+    images = np.concatenate(chunks) if chunks else np.zeros((0, render["channels"], render["height"], render["width"]), np.uint8)
     if path is not None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, images)

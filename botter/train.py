@@ -146,6 +146,8 @@ def train(
         state = {k: ckpt[k] for k in state}
         if main:
             print(f"resuming {out / 'last.pt'} after epoch {state['epoch']}")
+    elif resume and main:
+        print(f"trainer.resume: no {out / 'last.pt'} yet, starting from epoch 1")
     writer = _tensorboard(out) if main else None
 
     while state["epoch"] < max_epochs and state["bad_epochs"] < patience:
