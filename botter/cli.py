@@ -120,11 +120,13 @@ def train() -> None:
 
 def _train(cfg: DictConfig, out_dir=None) -> dict:
     """Build the dataset, train, test; `out_dir` defaults to Hydra's output dir (the run folder)."""
+    from pathlib import Path
+
+    import pandas as pd
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from botter import dataset
-    from botter.data import load
     from botter.evaluate import format_table
     from botter.train import setup_distributed
     from botter.train import train as fit
@@ -133,8 +135,7 @@ def _train(cfg: DictConfig, out_dir=None) -> dict:
     d, ds, r = c["data"], c["dataset"], c["render"]
     out_dir = out_dir or HydraConfig.get().runtime.output_dir
     rank, _ = setup_distributed()
-    candles = load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"],
-                   end=d["end"], data_dir=c["paths"]["data_dir"], **d.get("params", {}))
+    candles = _load_candles(d, c["paths"]["data_dir"])
     windows = dataset.build(
         candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],
         render=r, flat_threshold=ds["flat_threshold"], cache_dir=c["paths"]["cache_dir"] if ds["cache"] else None,
@@ -149,8 +150,11 @@ def _train(cfg: DictConfig, out_dir=None) -> dict:
             "flat_threshold": ds["flat_threshold"]}
     result = fit(splits, model_kwargs={**c["model"], "input_hw": [r["height"], r["width"]]}, info=info,
                  out_dir=out_dir, config=c, **c["trainer"])
-    if result:
-        print(f"test split, model beside the baselines:\n{format_table(result)}\nrun folder: {out_dir}")
+    if result:  # rank 0
+        print(f"test split, model beside the baselines:\n{format_table(result)}")
+        predictions = pd.read_parquet(Path(out_dir) / "predictions.parquet")
+        _report_backtest(predictions, candles, c["backtest"], Path(out_dir) / "backtest")
+        print(f"run folder: {out_dir}")
     return result
 
 
@@ -172,7 +176,7 @@ def _paper(cfg: DictConfig) -> None:
     elif c["mode"] == "run":
         result = session.trade(c["run_dir"], name=c["name"], feed=c["feed"], backtest=c["backtest"],
                                symbol=c["symbol"], exchange=c["exchange"], data_dir=c["paths"]["data_dir"],
-                               progress=c["progress"])
+                               threads=c["threads"], progress=c["progress"])
         png = None
     else:
         raise BotterError(f"mode={c['mode']!r} is not one of: run, status")
@@ -192,9 +196,7 @@ def _backtest(cfg: DictConfig) -> dict:
     import pandas as pd
     from omegaconf import OmegaConf
 
-    from botter.backtest import backtest_predictions, stats_table
     from botter.data.candles import between
-    from botter.plots import write_report
 
     c = OmegaConf.to_container(cfg, resolve=True)
     run = Path(c["run_dir"])
@@ -212,10 +214,19 @@ def _backtest(cfg: DictConfig) -> dict:
         predictions = _predict(run, candles, timeframe=c["data"]["timeframe"], cache_dir=c["paths"]["cache_dir"])
     p = c["period"]
     predictions = between(predictions.set_index("time"), p["start"], p["end"]).reset_index()
-    results = backtest_predictions(predictions, candles, **c["backtest"])
+    return _report_backtest(predictions, candles, c["backtest"], c["out_dir"], **c["plot"])
+
+
+def _report_backtest(predictions, candles: dict, backtest_cfg: dict, out_dir, start=None, end=None) -> dict:
+    """Backtest predictions on their candles, print the statistics, write the report into out_dir."""
+    from botter.backtest import backtest_predictions, stats_table
+    from botter.plots import write_report
+
+    results = backtest_predictions(predictions, candles, **backtest_cfg)
+    print(f"backtest of {predictions.time.min()} .. {predictions.time.max()}:")
     print(stats_table(results).to_string())
-    paths = write_report(results, candles, c["out_dir"], plot_start=c["plot"]["start"], plot_end=c["plot"]["end"])
-    print(f"wrote {', '.join(path.name for path in paths)} in {c['out_dir']}")
+    paths = write_report(results, candles, out_dir, plot_start=start, plot_end=end)
+    print(f"wrote {', '.join(path.name for path in paths)} in {out_dir}")
     return results
 
 

@@ -53,7 +53,7 @@ def trade_live(run_dir, ledger_path, server, wait):
     """Trade the live feed into the ledger at `ledger_path` until `wait` says stop."""
     model, info = load_model(run_dir)
     bt = settings(run_dir)
-    with Ledger(ledger_path) as ledger, session.one_thread():
+    with Ledger(ledger_path) as ledger, session.torch_threads(1):
         trader = resume(ledger, model, info, signals={k: bt[k] for k in session.SIGNAL_KEYS},
                         **{k: bt[k] for k in session.COST_KEYS})
         exchange = make_exchange("binance", server.ccxt_config())

@@ -53,21 +53,21 @@ class Trader:
         p = predict(self.model, images)[0]  # (classes,)
         return {c: float(v) for c, v in zip(self.columns, p)}
 
-    def step(self, candles: pd.DataFrame) -> Step:
-        """Trade the close of the last of `candles` (at least `window` of them, oldest first)."""
-        t = int(candles.index[-1].value // 1_000_000)
-        o, c = float(candles["open"].iloc[-1]), float(candles["close"].iloc[-1])
+    def step(self, rows) -> Step:
+        """Trade the close of the last of `rows`: ccxt rows [open time ms, open, high, low, close,
+        volume] of at least `window` closed candles, oldest first."""
+        row = tuple(rows[-1])
+        t, o, c = int(row[0]), float(row[1]), float(row[4])
         fill = None
         if self.pending is not None:
             order_time, target = self.pending
             fill = self.broker.execute(target, o, time=t, order_time=order_time)
-        probs = self.probabilities(candles)
+        probs = self.probabilities(from_rows(rows))
         self.p_up.append(probs["p_up"])
         self.p_down.append(probs["p_down"])
         target = int(positions(np.array(self.p_up), np.array(self.p_down), **self.signals)[-1])
         self.pending = (t, target)
         b = self.broker
-        row = (t, o, *candles[["high", "low", "close", "volume"]].iloc[-1].tolist())
         return Step(candle=row, fill=fill, position=b.position, side=b.side, cash=b.cash,
                     equity=b.equity(c), probs=probs, target=target)
 
@@ -103,7 +103,7 @@ def run(feed, trader: Trader, ledger: Ledger, *, stop: threading.Event | None = 
         window.append(row)
         if len(window) < trader.window:
             continue  # the very first candles of the data: no full chart yet
-        step = trader.step(from_rows(window))
+        step = trader.step(window)
         ledger.record(step)
         if step.fill is not None:
             f = step.fill

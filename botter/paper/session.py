@@ -91,11 +91,13 @@ def log_to(path):
 
 
 @contextmanager
-def one_thread():
-    """Run torch on one thread: one small image per decision gains nothing from more, and on a busy
-    machine the threads wait for each other (7 ms against 60-80 ms per decision measured here)."""
+def torch_threads(n: int | None):
+    """Run torch on `n` threads in the block (None: leave it). One small image per decision gains
+    little from more threads, and on a busy machine they wait for each other: the `small` model
+    took 8 ms on 1 thread and 40-70 ms on 2 here; a big one (jkx20) gains from 2 when they are free."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if n:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -103,12 +105,13 @@ def one_thread():
 
 
 def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None = None,
-          exchange: dict | None = None, data_dir=None, progress: bool = True) -> pd.Series:
+          exchange: dict | None = None, data_dir=None, threads: int | None = 1, progress: bool = True) -> pd.Series:
     """Paper-trade the run's model on `feed` until it ends or SIGINT/SIGTERM; returns the summary.
 
     feed: the feed config ({"name": "replay", start, end, pace} or {"name": "ccxt", poll_s, ...}).
     backtest: the backtest settings (cash, fee, slippage_bps, size and the signal thresholds).
     exchange: {"id", "ccxt_config", "sandbox"} for the ccxt feed. data_dir: the candle store.
+    threads: torch threads for the decisions (None: torch's default).
     Started again with the same name, it resumes after the last candle in the ledger.
     """
     cfg = run_config(run_dir)
@@ -120,7 +123,7 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None 
             "model_sha256": hashlib.sha256((Path(run_dir) / "model.pt").read_bytes()).hexdigest(),
             **costs, **signals}
     folder = paper_dir(run_dir, name)
-    with Ledger(folder / "ledger.sqlite", meta) as ledger, stop_on_signals() as stop, one_thread(), \
+    with Ledger(folder / "ledger.sqlite", meta) as ledger, stop_on_signals() as stop, torch_threads(threads), \
             log_to(folder / "paper.log"):
         trader = resume(ledger, model, info, signals=signals, **costs)
         if feed["name"] == "replay":
