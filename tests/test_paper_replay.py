@@ -17,7 +17,8 @@ from test_paper import assert_same_fills, expected_fills
 from botter.backtest import backtest_predictions
 from botter.cli import _paper
 from botter.config import compose
-from botter.data import load_sample
+from botter.data import load_sample, store_path
+from botter.data.store import append_store
 from botter.errors import BotterError
 from botter.paper import session
 from botter.paper.ledger import Ledger
@@ -80,6 +81,17 @@ def test_other_settings_need_another_name(tiny_run, whole):
                       progress=False)
 
 
+def test_replay_from_the_store_with_a_period(tiny_run, whole, tmp_path):
+    append_store(store_path(tmp_path, "binance", SYMBOL, "5m"), load_sample(SYMBOL))
+    first, last = (f"'{t:%Y-%m-%dT%H:%M}'" for t in tables(whole[1])["bars"]["time"].iloc[[0, -1]])
+    _paper(compose("paper", [f"run_dir={tiny_run}", "name=store", "feed.source=store", f"feed.start={first}",
+                             f"feed.end={last}", f"paths.data_dir={tmp_path}", "progress=false",
+                             *(f"backtest.{k}={v}" for k, v in settings(tiny_run).items())]))
+    got, want = tables(session.paper_dir(tiny_run, "store") / "ledger.sqlite"), tables(whole[1])
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+
+
 def paper_cli(run, name, *args) -> list[str]:
     bt = settings(run)
     return [sys.executable, "-c", "from botter.cli import paper; paper()", f"run_dir={run}", f"name={name}",
@@ -127,6 +139,22 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tiny_run, whole):
         assert os.WIFSIGNALED(status), "the replay ended before it was killed"
     # The last restart runs to the end.
     session.trade(tiny_run, name="killed", feed=REPLAY, backtest=settings(tiny_run), progress=False)
+    got, want = tables(path), tables(whole[1])
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+
+
+def test_sigint_finishes_the_candle_and_stops(tiny_run, whole):
+    path = session.paper_dir(tiny_run, "interrupted") / "ledger.sqlite"
+    pid = replay_in_child(tiny_run, "interrupted", pace=0.01)
+    while bars(path) < 30 and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGINT)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0  # trade() returned: a clean stop
+    stopped_at = bars(path)
+    assert 30 <= stopped_at < len(tables(whole[1])["bars"])
+    session.trade(tiny_run, name="interrupted", feed=REPLAY, backtest=settings(tiny_run), progress=False)
     got, want = tables(path), tables(whole[1])
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)

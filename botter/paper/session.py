@@ -108,7 +108,7 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None 
           exchange: dict | None = None, data_dir=None, threads: int | None = 1, progress: bool = True) -> pd.Series:
     """Paper-trade the run's model on `feed` until it ends or SIGINT/SIGTERM; returns the summary.
 
-    feed: the feed config ({"name": "replay", start, end, pace} or {"name": "ccxt", poll_s, ...}).
+    feed: the feed config ({"name": "replay", source, start, end, pace} or {"name": "ccxt", poll_s, ...}).
     backtest: the backtest settings (cash, fee, slippage_bps, size and the signal thresholds).
     exchange: {"id", "ccxt_config", "sandbox"} for the ccxt feed. data_dir: the candle store.
     threads: torch threads for the decisions (None: torch's default).
@@ -128,12 +128,16 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None 
         trader = resume(ledger, model, info, signals=signals, **costs)
         if feed["name"] == "replay":
             d = cfg["data"]
-            candles = load(d["source"], [symbol], d["timeframe"], exchange=d["exchange"], data_dir=data_dir,
-                           **d.get("params", {}))[symbol]
+            if feed.get("source") in (None, d["source"]):  # the candles the run was made from
+                candles = load(d["source"], [symbol], d["timeframe"], exchange=d["exchange"], data_dir=data_dir,
+                               **d.get("params", {}))[symbol]
+            else:
+                candles = load(feed["source"], [symbol], d["timeframe"], data_dir=data_dir,
+                               exchange=(exchange or {}).get("id", d["exchange"]))[symbol]
             start, end = feed["start"], feed["end"]
             if start is None and end is None:
                 start, end = test_period(run_dir, symbol, candles)
-            source = Replay(candles, start=start, end=end, pace=feed["pace"], stop=stop, progress=progress)
+            candle_feed = Replay(candles, start=start, end=end, pace=feed["pace"], stop=stop, progress=progress)
         elif feed["name"] == "ccxt":
             exchange = exchange or {}
             ex = make_exchange(exchange.get("id", "binance"), exchange.get("ccxt_config"),
@@ -141,14 +145,14 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None 
             # Paper trading reads public candles only: with no key it cannot sign a request, so a
             # key in the environment is never sent, and no code path can place a real order.
             ex.apiKey = ex.secret = ex.password = ""
-            source = Poll(ex, symbol, info["timeframe"], stop=stop,
+            candle_feed = Poll(ex, symbol, info["timeframe"], stop=stop,
                           **{k: feed[k] for k in ("poll_s", "retry_s", "max_retry_s", "start_tries", "stale_after")})
         else:
             raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
         state = ledger.state()
         log.info("paper run %s: %s %s on the %s feed, %s", folder, symbol, info["timeframe"], feed["name"],
                  "new" if state is None else f"resuming after {pd.Timestamp(state.time, unit='ms', tz='UTC')}")
-        n = run(source, trader, ledger, stop=stop)
+        n = run(candle_feed, trader, ledger, stop=stop)
         log.info("%d candles traded", n)
         return summary(ledger)
 
