@@ -12,14 +12,13 @@ Prints the card's name and recipe/fp32 ratio. --cpu runs a tiny version on the C
 """
 
 import argparse
-import json
-import re
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a bare checkout too
@@ -27,16 +26,9 @@ from botter.model import build_model
 
 
 def jkx20_kwargs(classes: int = 2) -> dict:
-    """build_model kwargs from configs/model/jkx20.yaml, read without a YAML library.
-
-    Its layers are one flow mapping per line ({type: Conv2d, out_channels: 64, ...}): quoting the
-    bare words makes each one JSON. The head is read by key.
-    """
-    text = (ROOT / "configs" / "model" / "jkx20.yaml").read_text()
-    layers = [json.loads(re.sub(r"([A-Za-z_][A-Za-z_0-9]*)", r'"\1"', m)) for m in re.findall(r"^\s+- (\{.*\})", text, re.MULTILINE)]
-    dropout = float(re.search(r"^\s+dropout:\s*([0-9.]+)", text, re.MULTILINE).group(1))
-    hidden = json.loads(re.search(r"^\s+hidden:\s*(\[.*\])", text, re.MULTILINE).group(1))
-    return {"in_channels": 1, "layers": layers, "head": {"hidden": hidden, "dropout": dropout, "num_classes": classes},
+    """build_model kwargs from configs/model/jkx20.yaml for a 1 x 64 x 60 image (no Hydra needed)."""
+    cfg = yaml.safe_load((ROOT / "configs" / "model" / "jkx20.yaml").read_text())
+    return {"in_channels": 1, "layers": cfg["layers"], "head": {**cfg["head"], "num_classes": classes},
             "input_hw": (64, 60)}
 
 
