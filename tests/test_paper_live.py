@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -24,6 +25,7 @@ from botter.paper.loop import resume, run
 from botter.train import load_model
 
 TF = 300_000  # 5m in ms
+POLL_S = 0.7  # the tests' wait() tells a poll's wait from a retry's (0.5 s doubling) by this
 PUBLIC = re.compile(r"^/api/v3/(exchangeInfo|klines|time|ping)(\?|$)")
 
 
@@ -36,12 +38,12 @@ def replayed(tiny_run):
 
 @pytest.fixture
 def server(replayed):
-    """The exchange, serving ETH/BTC up to the last candle of the replay, its clock at the first
-    decision's close."""
+    """The exchange, serving ETH/BTC up to the last candle of the replay, its clock a minute into
+    the candle after the first decision's (which it serves, still open)."""
     times = replayed["bars"]["time"]
     with ExchangeServer({SYMBOL: load_sample(SYMBOL).loc[: times.iloc[-1]]}, "5m") as s:
         s.timeout_s = 0.4
-        s.now = ms(times.iloc[0]) + TF
+        s.now = ms(times.iloc[0]) + TF + 60_000
         yield s
 
 
@@ -57,8 +59,17 @@ def trade_live(run_dir, ledger_path, server, wait):
         trader = resume(ledger, model, info, signals={k: bt[k] for k in session.SIGNAL_KEYS},
                         **{k: bt[k] for k in session.COST_KEYS})
         exchange = make_exchange("binance", server.ccxt_config())
-        feed = Poll(exchange, SYMBOL, "5m", poll_s=1, retry_s=1, wait=wait)
+        feed = Poll(exchange, SYMBOL, "5m", poll_s=POLL_S, retry_s=0.5, wait=wait)
         return run(feed, trader, ledger)
+
+
+def newest(path) -> int:
+    """Open time (ms) of the newest candle in the ledger, -1 if none."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT coalesce(max(time), -1) FROM bars").fetchone()[0]
+    finally:
+        db.close()
 
 
 def assert_same_ledger(path, want):
@@ -76,6 +87,10 @@ def test_live_feed_trades_every_closed_candle_like_the_replay(tiny_run, replayed
     def wait(seconds):
         nonlocal polls
         polls += 1
+        last = newest(tmp_path / "live.sqlite")
+        assert last + TF <= server.now, "traded a candle that was still open"
+        if seconds == POLL_S and server.now <= end:  # a poll is done: it traded every closed candle
+            assert last == server.now // TF * TF - TF
         if polls in faults:
             server.fail_next(*faults[polls])
         if server.now >= end + 6 * TF:  # at least three timeframes with nothing new: stop
