@@ -134,9 +134,17 @@ def test_ledger_records_each_candle_once(tmp_path):
     assert db.execute("SELECT count(*) FROM decisions").fetchone() == (2,)
 
 
-def test_ledger_refuses_other_settings(tmp_path):
-    Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}).close()
-    with Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}) as ledger:
+def test_ledger_refuses_other_settings_once_it_has_traded(tmp_path):
+    Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.003}).close()
+    with Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}) as ledger:  # empty: free to change
         assert ledger.meta() == {"symbol": "ETH/BTC", "fee": 0.001}
+        ledger.record(step(300_000))
+    with Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}) as ledger:
+        assert ledger.state().time == 300_000
     with pytest.raises(BotterError, match="fee: ledger has 0.001, now 0.002.*name="):
         Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.002})
+
+
+def test_broker_refuses_bad_costs_like_the_backtest():
+    with pytest.raises(BotterError, match="size=1.5 must be a fraction of equity"):
+        Broker(cash=1.0, fee=0.001, slippage_bps=1.0, size=1.5)

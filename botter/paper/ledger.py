@@ -119,9 +119,10 @@ class Ledger:
 
     def _check_meta(self, meta: dict) -> None:
         stored = self.meta()
-        if not stored:
+        if not stored or self.state() is None:  # nothing traded yet: the settings are free to change
             with self.db:
                 self.db.execute("BEGIN")
+                self.db.execute("DELETE FROM meta")
                 self.db.executemany(
                     "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
                 )
