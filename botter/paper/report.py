@@ -53,18 +53,19 @@ def plot_equity(ledger: Ledger, path) -> None:
     meta = ledger.meta()
     fig, (ax, ax_dd) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 1])
     equity = bars.set_index("time")["equity"]
-    ax.plot(equity.index, equity, label="paper equity", color="tab:blue", lw=1.2)
+    ax.plot(equity.index, equity, label="paper equity", color="tab:blue", lw=1.2, zorder=3)
     ax.plot(equity.index, float(meta["cash"]) * bars["close"] / bars["close"].iloc[0], label="buy & hold",
             color="gray", lw=0.8, alpha=0.8)
     at = equity.reindex(pd.DatetimeIndex(fills["time"]))
+    size = min(22.0, max(2.0, 2500 / max(len(fills), 1)))  # many fills: small marks that leave the curve visible
     for side, marker, color in (("buy", "^", "tab:green"), ("sell", "v", "tab:red")):
         mask = (fills["side"] == side).to_numpy()
-        ax.scatter(at.index[mask], at.to_numpy()[mask], marker=marker, color=color, s=22, zorder=3,
-                   label=f"{side} fills")
+        ax.scatter(at.index[mask], at.to_numpy()[mask], marker=marker, color=color, s=size, alpha=0.7, lw=0,
+                   zorder=2, label=f"{side} fills")
     ax.set_ylabel("equity (quote)")
     ax.set_title(f"paper {meta['feed']}: {meta['symbol']} {meta['timeframe']}, {len(bars)} candles, "
                  f"{len(fills)} fills, last {bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8, markerscale=(22 / size) ** 0.5)
     ax.grid(alpha=0.3)
     dd = (equity / equity.cummax() - 1) * 100
     ax_dd.fill_between(dd.index, dd, 0, color="tab:red", alpha=0.4, lw=0)

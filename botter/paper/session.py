@@ -51,7 +51,7 @@ def test_period(run_dir, symbol: str, candles: pd.DataFrame) -> tuple[pd.Timesta
         raise BotterError(f"{path} does not exist: give feed.start= and feed.end= to choose the period")
     times = pd.read_parquet(path, columns=["time", "symbol"]).query("symbol == @symbol")["time"]
     if times.empty:
-        raise BotterError(f"the run has no test predictions for {symbol}: give feed.start= and feed.end=")
+        raise BotterError(f"the run has no test predictions for {symbol}: give feed.start= (and feed.end=)")
     last = candles.index.searchsorted(times.max())
     return times.min(), candles.index[min(last + 1, len(candles) - 1)]
 
