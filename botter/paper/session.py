@@ -65,7 +65,9 @@ def stop_on_signals():
         log.warning("%s: stopping after this candle", signal.Signals(signum).name)
         stop.set()
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Only the main thread may install handlers; in another thread the run ends with its feed.
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         yield stop
     finally:
