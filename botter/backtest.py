@@ -81,7 +81,7 @@ def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, 
     fee: taker fee per side as a fraction; slippage_bps: basis points; size: fraction of equity per
     position, in (0, 1]; cash: starting equity in quote currency.
     """
-    _check_costs(fee, slippage_bps, size, cash)
+    check_costs(fee, slippage_bps, size, cash)
     if not isinstance(candles.index, pd.DatetimeIndex) or len(candles) < 2:
         raise BotterError("candles must have a DatetimeIndex of open times and at least 2 rows")
     target = np.asarray(target)
@@ -241,7 +241,8 @@ def _bar_duration(index: pd.DatetimeIndex) -> pd.Timedelta:
     return pd.Timedelta(int(np.diff(index.asi8).min()), unit=index.unit)
 
 
-def _check_costs(fee, slippage_bps, size, cash) -> None:
+def check_costs(fee, slippage_bps, size, cash) -> None:
+    """Raise BotterError for costs or sizing outside their ranges (the backtest and the paper broker share it)."""
     if not 0 <= fee < 1:
         raise BotterError(f"fee={fee} must be a fraction per side in [0, 1) (0.001 = 0.1 %)")
     if slippage_bps < 0:

@@ -240,10 +240,8 @@ def _load_candles(d: dict, data_dir) -> dict:
 
 def _predict(run_dir, candles: dict, *, timeframe: str, cache_dir):
     """A run's model on other candles: a predictions frame like the run's predictions.parquet."""
-    import pandas as pd
-
     from botter import dataset
-    from botter.train import load_model, predict
+    from botter.train import load_model, predict, predictions_frame
 
     model, info = load_model(run_dir)
     if timeframe != info["timeframe"]:
@@ -252,10 +250,4 @@ def _predict(run_dir, candles: dict, *, timeframe: str, cache_dir):
     windows = dataset.build(candles, window=info["window"], horizon=info["horizon"], classes=info["classes"],
                             timeframe=info["timeframe"], render=info["render"],
                             flat_threshold=info.get("flat_threshold", 0.0), cache_dir=cache_dir)
-    probs = predict(model, windows.images)  # (N, classes)
-    return pd.DataFrame({
-        "time": pd.DatetimeIndex(windows.times).tz_localize("UTC"),
-        "symbol": windows.symbols.astype(str),
-        **{f"p_{name}": probs[:, i] for i, name in enumerate(dataset.CLASS_NAMES[info["classes"]])},
-        "label": windows.labels,
-    })
+    return predictions_frame(windows, predict(model, windows.images), info["classes"])

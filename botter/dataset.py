@@ -99,8 +99,7 @@ def build(
     images are read from / written to `<cache_dir>/windows/` keyed by a hash of the candles, the
     render config, the window and the renderer's code, so a second build does not render.
     """
-    ma = int(render.get("ma") or 0)
-    lookback = window + max(ma - 1, 0)
+    lookback = botter.render.lookback(window, render.get("ma"))
     bar = tqdm(total=0, desc="render", unit="win", disable=not progress, leave=False, delay=0.5)
     parts = []
     for symbol, df in candles.items():

@@ -26,6 +26,11 @@ from botter.errors import BotterError
 COLUMNS = ["open", "high", "low", "close", "volume"]
 
 
+def lookback(window: int, ma: int | None = None) -> int:
+    """Candles one image reads: the window plus the history its moving average needs."""
+    return window + max(int(ma or 0) - 1, 0)
+
+
 def render(
     candles: pd.DataFrame,
     window: int,
@@ -91,7 +96,7 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
     Raises BotterError naming the first window that holds a bad candle.
     """
     ma = int(ma) if ma else 0
-    lookback = window + max(ma - 1, 0)  # candles each image reads
+    reads = lookback(window, ma)
     vol_rows = height // 5 if volume else 0
     price_rows = height - vol_rows - 1 if volume else height
     if not 2 <= price_rows <= 255:
@@ -99,7 +104,7 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
             f"render.height={height} gives {price_rows} price rows; ohlc draws 2..255 (uint8 rows): "
             f"set render.height between 8 and 255"
         )
-    _check(prices, ends, window, lookback, times)
+    _check(prices, ends, window, reads, times)
     if chunk is None:
         chunk = max(1, len(ends) if prices.is_cuda else (4 << 20) // (height * 3 * window))
     out = torch.empty((len(ends), 1, height, 3 * window), dtype=torch.uint8, device=prices.device)
@@ -114,7 +119,7 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
     past = edge - j
     for s in range(0, len(ends), chunk):
         e = ends[s : s + chunk]
-        idx = e[:, None] + torch.arange(1 - lookback, 1, device=dev)  # (n, L)
+        idx = e[:, None] + torch.arange(1 - reads, 1, device=dev)  # (n, L)
         g = prices[idx.clamp(min=0)]  # (n, L, 5)
         o, h, l, c, v = g[:, -window:].unbind(-1)  # (n, W) each
         lo, hi = l.amin(1), h.amax(1)  # (n,)
@@ -170,14 +175,14 @@ def _within(rows, top, length):
     return (rows - top[:, None]) <= length[:, None]
 
 
-def _check(prices, ends, window, lookback, times):
+def _check(prices, ends, window, reads, times):
     """Raise BotterError for the first window that reads a bad candle."""
     o, h, l, c, v = prices.unbind(-1)
     bad = (
         ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
     )  # (T,)
     count = torch.cat([bad.new_zeros(1, dtype=torch.int64), bad.cumsum(0)])  # (T+1,)
-    first = (ends - lookback + 1).clamp(min=0)
+    first = (ends - reads + 1).clamp(min=0)
     hits = (count[ends + 1] - count[first]) > 0  # (N,)
     if not hits.any():
         return
@@ -205,9 +210,9 @@ def _render_mplfinance(
         raise BotterError(
             f"render.style={style!r} is not one of mplfinance's: {', '.join(mpf.available_styles())}"
         )
-    lookback = window + (ma - 1 if ma else 0)
+    reads = lookback(window, ma)
     prices = torch.tensor(candles[COLUMNS].to_numpy(np.float64))
-    _check(prices, torch.from_numpy(ends), window, lookback, candles.index)
+    _check(prices, torch.from_numpy(ends), window, reads, candles.index)
     line = candles["close"].rolling(ma).mean() if ma else None  # causal: candles up to t only
     out = np.empty((len(ends), 3, height, width), dtype=np.uint8)
     for i, e in enumerate(ends):

@@ -236,7 +236,8 @@ def train(
     _save({"state_dict": net.state_dict(), "model_kwargs": model_kwargs, **info}, out / "model.pt")
     test = splits["test"]
     probs = predict(net, test.images, device=dev)
-    _write_predictions(test, probs, classes, out / "predictions.parquet")
+    with atomic_path(out / "predictions.parquet") as tmp:
+        predictions_frame(test, probs, classes).to_parquet(tmp, index=False)
     result = {
         "test": metrics(test.labels, probs),
         "baselines": baselines(splits["train"], test, classes=classes, flat_threshold=info.get("flat_threshold", 0.0)),
@@ -318,17 +319,16 @@ def _save(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _write_predictions(test: Windows, probs: np.ndarray, classes: int, path: Path) -> None:
-    frame = pd.DataFrame(
+def predictions_frame(windows: Windows, probs: np.ndarray, classes: int) -> pd.DataFrame:
+    """The predictions table of a run folder: time (UTC decision time), symbol, p_<class>..., label."""
+    return pd.DataFrame(
         {
-            "time": pd.DatetimeIndex(test.times).tz_localize("UTC"),
-            "symbol": test.symbols.astype(str),
+            "time": pd.DatetimeIndex(windows.times).tz_localize("UTC"),
+            "symbol": windows.symbols.astype(str),
             **{f"p_{name}": probs[:, i] for i, name in enumerate(CLASS_NAMES[classes])},
-            "label": test.labels,
+            "label": windows.labels,
         }
     )
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
 
 
 def _tensorboard(out: Path):

@@ -21,9 +21,8 @@ def test_replaces_in_one_step_with_usual_permissions(tmp_path):
 def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "file.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]

@@ -6,7 +6,7 @@ target is not flat, opens one of `size` x equity at the same open; the quantity 
 the target changes.
 """
 
-from botter.backtest import _check_costs, fill
+from botter.backtest import check_costs, fill
 from botter.paper.ledger import Fill
 
 
@@ -19,7 +19,7 @@ class Broker:
 
     def __init__(self, *, cash: float, fee: float, slippage_bps: float, size: float,
                  position: float = 0.0, side: int = 0):
-        _check_costs(fee, slippage_bps, size, cash)  # the backtest's own limits, so bad costs fail alike
+        check_costs(fee, slippage_bps, size, cash)  # the backtest's own limits, so bad costs fail alike
         self.cash = float(cash)
         self.position = float(position)
         self.side = int(side)

@@ -18,7 +18,7 @@ from botter.data.candles import from_rows
 from botter.dataset import CLASS_NAMES
 from botter.paper.broker import Broker
 from botter.paper.ledger import Ledger, State, Step
-from botter.render import render
+from botter.render import lookback, render
 from botter.signals import positions
 from botter.train import predict
 
@@ -41,8 +41,7 @@ class Trader:
         self.render = dict(info["render"])
         self.window = int(info["window"])
         self.columns = [f"p_{name}" for name in CLASS_NAMES[int(info["classes"])]]
-        # Candles one image reads: the window, plus the history of its moving average.
-        self.lookback = self.window + max(int(self.render.get("ma") or 0) - 1, 0)
+        self.lookback = lookback(self.window, self.render.get("ma"))
         self.p_up = [] if decisions is None else decisions["p_up"].tolist()
         self.p_down = [] if decisions is None else decisions["p_down"].tolist()
         self.pending = None if state is None else (state.time, state.target)
