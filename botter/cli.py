@@ -24,8 +24,15 @@ def _app(config_name: str, task) -> None:
         started = True
         try:
             return task(cfg)
-        except (BotterError, OmegaConfBaseException) as e:
+        except BotterError as e:
             print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OmegaConfBaseException as e:
+            first = str(e).splitlines()[0]
+            if "Missing mandatory value: " in first:  # a `???` in the config, maybe behind an interpolation
+                key = first.rsplit(": ", 1)[-1]
+                first = f"{key} has no value: give it on the command line ({key}=...)"
+            print(f"error: {first}", file=sys.stderr)
             sys.exit(2)
 
     try:

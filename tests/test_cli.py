@@ -1,0 +1,24 @@
+"""The console scripts' contract for bad input: one line on stderr, exit code 2, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["botter-backtest"], "run_dir has no value: give it on the command line (run_dir=...)"),
+        (["botter-train", "model=nope"], "Could not find 'model/nope'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, argv, says):
+    done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
