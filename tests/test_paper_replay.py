@@ -20,8 +20,11 @@ from botter.config import compose
 from botter.data import load_sample, store_path
 from botter.data.store import append_store
 from botter.errors import BotterError
-from botter.paper import session
+from botter.paper import loop, session
+from botter.paper.feeds import Replay
 from botter.paper.ledger import Ledger
+from botter.render import lookback, render
+from botter.train import load_model, predict
 
 SYMBOL = "ETH/BTC"
 
@@ -88,6 +91,80 @@ def test_replay_from_the_store_with_a_period(tiny_run, whole, tmp_path):
                              f"feed.end={last}", f"paths.data_dir={tmp_path}", "progress=false",
                              *(f"backtest.{k}={v}" for k, v in settings(tiny_run).items())]))
     got, want = tables(session.paper_dir(tiny_run, "store") / "ledger.sqlite"), tables(whole[1])
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+
+
+def replay(run_dir, path, candles, start, end, images=None) -> None:
+    """Replay `candles` from `start` to `end` (inclusive) into the ledger at `path`, resuming it;
+    `images` gets the number of charts each model call read."""
+    model, info = load_model(run_dir)
+    if images is not None:
+        model.register_forward_hook(lambda module, args, out: images.append(len(args[0])))
+    bt = settings(run_dir)
+    with Ledger(path) as ledger, session.torch_threads(1):
+        trader = loop.resume(ledger, model, info, signals={k: bt[k] for k in session.SIGNAL_KEYS},
+                             **{k: bt[k] for k in session.COST_KEYS})
+        loop.run(Replay(candles, start=start, end=end, progress=False), trader, ledger)
+
+
+@pytest.fixture(scope="module")
+def gapped(tiny_run, whole, tmp_path_factory):
+    """ETH/BTC with one candle of the test period removed by hand, right after a candle where the
+    uninterrupted replay wants a position, replayed over the test period: a dict of candles, first,
+    last, gap (the removed open time), lookback, path (the ledger) and images (charts per model call)."""
+    decisions = tables(whole[1])["decisions"]
+    held = decisions["time"][(decisions["target"] != 0) & (decisions.index >= 60)].iloc[0]
+    candles = load_sample(SYMBOL)
+    gap = candles.index[candles.index.get_loc(held) + 1]
+    _, info = load_model(tiny_run)
+    out = {"candles": candles.drop(gap), "first": decisions["time"].iloc[0], "last": decisions["time"].iloc[-1],
+           "gap": gap, "lookback": lookback(info["window"], info["render"]["ma"]),
+           "path": tmp_path_factory.mktemp("gap") / "ledger.sqlite", "images": []}
+    assert (decisions["time"] > gap).sum() > 2 * out["lookback"]  # charts again well before the end
+    replay(tiny_run, out["path"], out["candles"], out["first"], out["last"], out["images"])
+    return out
+
+
+def test_no_chart_across_a_gap_trades_like_the_backtest(tiny_run, gapped):
+    candles, first, last, lb = (gapped[k] for k in ("candles", "first", "last", "lookback"))
+    t = tables(gapped["path"])
+    d = t["decisions"].set_index("time")
+    # On the 5m grid `lookback` charts would hold the missing candle; one of them ends on it, so the
+    # first lookback - 1 candles after the gap are decided blind: flat, no probabilities.
+    blind = candles.index[candles.index > gapped["gap"]][: lb - 1]
+    assert d.loc[blind, ["p_down", "p_up"]].isna().all().all() and (d.loc[blind, "target"] == 0).all()
+    seen = d.index.difference(blind)
+    assert d.loc[seen, ["p_down", "p_up"]].notna().all().all()
+    assert gapped["images"] == [1] * len(seen)  # the model read one chart per seen candle, none else
+
+    # The backtest on predictions for the windows of `lookback` consecutive candles, made here by
+    # hand (the last candle only fills the one before it).
+    model, info = load_model(tiny_run)
+    times = candles.index
+    i0, i1 = times.get_indexer([first, last])
+    ends = np.arange(i0, i1)
+    ends = ends[times[ends] - times[ends - lb + 1] == (lb - 1) * pd.Timedelta("5min")]
+    p = predict(model, render(candles, info["window"], ends=ends, **info["render"]))  # (N, 2)
+    predictions = pd.DataFrame({"time": times[ends], "symbol": SYMBOL, "p_down": p[:, 0], "p_up": p[:, 1]})
+    assert predictions["time"].tolist() == seen[:-1].tolist()
+    np.testing.assert_allclose(d.loc[seen[:-1], "p_up"], predictions["p_up"], atol=1e-5)
+    result = backtest_predictions(predictions, {SYMBOL: candles}, **settings(tiny_run))[SYMBOL]
+    period = candles.loc[result.equity.index]
+    assert t["bars"]["time"].tolist() == period.index.tolist()
+    assert_same_fills(t["fills"], expected_fills(result, period))
+    np.testing.assert_allclose(t["bars"]["equity"].iloc[:-1], result.equity.iloc[:-1], rtol=1e-9)
+    # The position wanted before the gap is closed at the open after the first blind decision.
+    assert blind[1] in set(t["fills"]["time"])
+
+
+def test_resume_after_a_gap_gives_the_same_ledger(tiny_run, gapped, tmp_path):
+    candles, first, lb = gapped["candles"], gapped["first"], gapped["lookback"]
+    blind = candles.index[candles.index > gapped["gap"]][: lb - 1]
+    path = tmp_path / "stopped.sqlite"
+    for stop in (blind[0], blind[-1], gapped["last"]):  # right after the gap, on the last blind candle, the end
+        replay(tiny_run, path, candles, first, stop)
+    got, want = tables(path), tables(gapped["path"])
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
 

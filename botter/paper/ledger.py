@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS bars (
 -- The model's view at the close of the candle and the target position it leads to.
 CREATE TABLE IF NOT EXISTS decisions (
     time INTEGER PRIMARY KEY REFERENCES bars(time),
-    p_down REAL NOT NULL, p_up REAL NOT NULL, p_flat REAL,
+    p_down REAL, p_up REAL, p_flat REAL,  -- NULL: no chart (a gap in its lookback), the model was not asked
     target INTEGER NOT NULL         -- -1, 0, 1: wanted from the next candle's open on
 );
 -- An order is placed at the close of `time` when the target differs from the side held.
@@ -67,7 +67,8 @@ class Step:
     """Everything one closed candle adds to the ledger.
 
     `candle` is a ccxt row [open time ms, open, high, low, close, volume]; `probs` maps the
-    probability column names (p_down, p_up, and p_flat for three classes) to values.
+    probability column names (p_down, p_up, and p_flat for three classes) to values (NaN, stored
+    as NULL, when the model was not asked).
     """
 
     candle: tuple

@@ -4,7 +4,9 @@ On the close of candle t: the order decided at the close of t-1 fills at the ope
 is marked at the close of t, the window ending at t is rendered and read by the model, and
 botter.signals (the backtest's own rule) turns the probabilities so far into the target from t+1
 on. All of it is one ledger transaction keyed by t, so the loop can be killed anywhere and started
-again: it resumes after the last recorded candle.
+again: it resumes after the last recorded candle. A candle whose chart would span a gap in the
+candles (or reach before the first one) is not shown to the model: it is flat, like a candle
+without a prediction in the backtest.
 """
 
 import logging
@@ -14,7 +16,7 @@ from collections import deque
 import numpy as np
 import pandas as pd
 
-from botter.data.candles import from_rows
+from botter.data.candles import from_rows, timeframe_ms
 from botter.dataset import CLASS_NAMES
 from botter.paper.broker import Broker
 from botter.paper.ledger import Ledger, State, Step
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 class Trader:
     """Decides on each closed candle with a trained model and trades the decision on paper.
 
-    model, info: `botter.train.load_model(run_dir)` (info holds render, window, classes).
+    model, info: `botter.train.load_model(run_dir)` (info holds render, window, classes, timeframe).
     broker: the paper account, already in the state the ledger records (see `resume`).
     signals: keyword arguments of botter.signals.positions (threshold_up, threshold_down,
     long_only, min_hold). decisions: the ledger's decisions so far (the signal rule reads the whole
@@ -42,8 +44,12 @@ class Trader:
         self.window = int(info["window"])
         self.columns = [f"p_{name}" for name in CLASS_NAMES[int(info["classes"])]]
         self.lookback = lookback(self.window, self.render.get("ma"))
-        self.p_up = [] if decisions is None else decisions["p_up"].tolist()
-        self.p_down = [] if decisions is None else decisions["p_down"].tolist()
+        self.span_ms = (self.lookback - 1) * timeframe_ms(info["timeframe"])
+        # Candles decided without a chart (NULL probabilities) are not in the history the signal
+        # rule reads, as the backtest reads only candles with a prediction: min_hold counts the same.
+        asked = None if decisions is None else decisions.dropna(subset=["p_up", "p_down"])
+        self.p_up = [] if asked is None else asked["p_up"].astype(float).tolist()
+        self.p_down = [] if asked is None else asked["p_down"].astype(float).tolist()
         self.pending = None if state is None else (state.time, state.target)
 
     def probabilities(self, candles: pd.DataFrame) -> dict:
@@ -52,19 +58,28 @@ class Trader:
         p = predict(self.model, images)[0]  # (classes,)
         return {c: float(v) for c, v in zip(self.columns, p)}
 
+    def charted(self, rows) -> bool:
+        """Whether the last `lookback` of `rows` are consecutive candles: the chart the model was
+        trained on (botter.dataset.window_ends never makes one across a gap)."""
+        return len(rows) >= self.lookback and rows[-1][0] - rows[-self.lookback][0] == self.span_ms
+
     def step(self, rows) -> Step:
         """Trade the close of the last of `rows`: ccxt rows [open time ms, open, high, low, close,
-        volume] of at least `window` closed candles, oldest first."""
+        volume] of closed candles, oldest first, unique. Without `lookback` consecutive candles at
+        the end the model is not asked: the target is flat and the probabilities are NaN."""
         row = tuple(rows[-1])
         t, o, c = int(row[0]), float(row[1]), float(row[4])
         fill = None
         if self.pending is not None:
             order_time, target = self.pending
             fill = self.broker.execute(target, o, time=t, order_time=order_time)
-        probs = self.probabilities(from_rows(rows))
-        self.p_up.append(probs["p_up"])
-        self.p_down.append(probs["p_down"])
-        target = int(positions(np.array(self.p_up), np.array(self.p_down), **self.signals)[-1])
+        if self.charted(rows):
+            probs = self.probabilities(from_rows(list(rows)[-self.lookback:]))
+            self.p_up.append(probs["p_up"])
+            self.p_down.append(probs["p_down"])
+            target = int(positions(np.array(self.p_up), np.array(self.p_down), **self.signals)[-1])
+        else:
+            probs, target = dict.fromkeys(self.columns, float("nan")), 0
         self.pending = (t, target)
         b = self.broker
         return Step(candle=row, fill=fill, position=b.position, side=b.side, cash=b.cash,
@@ -100,8 +115,6 @@ def run(feed, trader: Trader, ledger: Ledger, *, stop: threading.Event | None = 
         if row[0] <= last:
             continue  # recorded already: a feed may hand a candle on twice
         window.append(row)
-        if len(window) < trader.window:
-            continue  # the very first candles of the data: no full chart yet
         step = trader.step(window)
         ledger.record(step)
         if step.fill is not None:
