@@ -50,7 +50,10 @@ def test_wheel_ships_the_configs_and_botter_shape_runs_from_it(tmp_path):
     )
     (wheel,) = (tmp_path / "dist").glob("botter-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "botter/configs/shape.yaml" in names and "botter/configs/model/jkx20.yaml" in names
+    # Every config and sample of the tree is in the wheel (a new config group must be listed in pyproject).
+    tree = {f"botter/configs/{p.relative_to(ROOT / 'configs').as_posix()}" for p in (ROOT / "configs").rglob("*.yaml")}
+    tree |= {f"botter/data/samples/{p.name}" for p in (ROOT / "botter" / "data" / "samples").glob("*.csv")}
+    assert len(tree) > 20 and tree <= set(names)
 
     target = tmp_path / "site"
     subprocess.run(
