@@ -121,6 +121,10 @@ def train(
         else nullcontext()
     )
 
+    if main:
+        precision = "bf16 autocast" if isinstance(amp, torch.autocast) else "fp32"
+        print(f"training {sum(p.numel() for p in net.parameters()):,} parameters on {dev} ({precision}, "
+              f"channels_last), {world} process(es), batch {batch_size}")
     train_x, train_y = _to_device(splits["train"], dev)
     counts = torch.bincount(train_y.cpu(), minlength=classes).double()
     weight = (counts.sum() / (classes * counts.clamp(min=1))).float() if class_weights else None
