@@ -19,13 +19,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import ccxt
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 import botter.render
 from botter.atomic import atomic_path
+from botter.data.candles import timeframe_ms, to_ms
 from botter.errors import BotterError
 from botter.render import render as render_windows
 
@@ -73,7 +73,7 @@ def window_ends(times: pd.DatetimeIndex, *, lookback: int, horizon: int, timefra
     """
     if lookback < 1 or horizon < 1:
         raise BotterError(f"window={lookback} and horizon={horizon} must both be >= 1 candle")
-    step = ccxt.Exchange.parse_timeframe(timeframe) * 1_000_000_000  # ns per candle
+    step = timeframe_ms(timeframe) * 1_000_000  # ns per candle
     t = times.as_unit("ns").asi8
     ends = np.arange(lookback - 1, len(t) - 1 - horizon)
     span = t[ends + 1 + horizon] - t[ends - lookback + 1]
@@ -180,12 +180,12 @@ def split(
     purge = horizon if purge is None else purge
     if purge < horizon:
         raise BotterError(f"dataset.split.purge={purge} must be >= data.horizon={horizon} candles")
-    step = np.timedelta64(ccxt.Exchange.parse_timeframe(timeframe), "s")
+    step = np.timedelta64(timeframe_ms(timeframe), "ms")
     times = np.asarray(times, dtype="datetime64[ns]")
     if (val_start is None) != (test_start is None):
         raise BotterError("give both dataset.split.val_start and test_start (dates), or neither (fractions)")
     if val_start is not None:
-        b1, b2 = (pd.Timestamp(d, tz="UTC").tz_localize(None).to_datetime64() for d in (val_start, test_start))
+        b1, b2 = (np.datetime64(to_ms(d), "ms").astype("datetime64[ns]") for d in (val_start, test_start))
         if not b1 < b2:
             raise BotterError(f"dataset.split.val_start={val_start} must be before test_start={test_start}")
     else:

@@ -9,10 +9,10 @@ before a down move; the move lasts the `horizon + 1` candles after the window (`
 plus noise). The V's net change is zero, so the window's own return says nothing of the label.
 """
 
-import ccxt
 import numpy as np
 import pandas as pd
 
+from botter.data.candles import timeframe_ms
 from botter.errors import BotterError
 
 
@@ -57,6 +57,7 @@ def planted_candles(
     low = np.minimum(open_, close) / wick[1]
     volume = rng.lognormal(3, 0.3, (episodes, length))
     slot = np.arange(episodes)[:, None] * (length + 1) + np.arange(length)  # one missing candle between episodes
-    index = pd.DatetimeIndex(pd.Timestamp(start, tz="UTC") + pd.to_timedelta(slot.ravel() * ccxt.Exchange.parse_timeframe(timeframe), unit="s"), name="time")
+    times = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(slot.ravel() * timeframe_ms(timeframe), unit="ms")
+    index = pd.DatetimeIndex(times, name="time")
     columns = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
     return pd.DataFrame({k: v.ravel() for k, v in columns.items()}, index=index)
