@@ -135,13 +135,13 @@ def _train(cfg: DictConfig, out_dir=None) -> dict:
 
     from botter import dataset
     from botter.evaluate import format_table
-    from botter.train import setup_distributed
+    from botter.train import pick_device, setup_distributed
     from botter.train import train as fit
 
     c = OmegaConf.to_container(cfg, resolve=True)
     d, ds, r = c["data"], c["dataset"], c["render"]
     out_dir = out_dir or HydraConfig.get().runtime.output_dir
-    rank, _ = setup_distributed()
+    rank, _ = setup_distributed(pick_device(c["trainer"]["device"]))
     candles = _load_candles(d, c["paths"]["data_dir"])
     windows = dataset.build(
         candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],

@@ -34,7 +34,8 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """"auto" -> cuda (this process's LOCAL_RANK under torchrun), then mps, then cpu; else as given."""
+    """"auto" -> cuda (this process's LOCAL_RANK under torchrun), then mps, then cpu; else as given
+    ("cuda" without an index also means this process's GPU)."""
     if device != "auto":
         try:
             dev = torch.device(device)
@@ -42,6 +43,8 @@ def pick_device(device: str = "auto") -> torch.device:
             raise BotterError(f"trainer.device={device!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from e
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise BotterError(f"trainer.device={device!r} but CUDA is not available: use trainer.device=auto")
+        if dev.type == "cuda" and dev.index is None:  # "cuda": this process's own GPU under torchrun
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -50,15 +53,18 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def setup_distributed() -> tuple[int, int]:
-    """(rank, world_size); joins the process group when launched by torchrun with WORLD_SIZE > 1."""
+def setup_distributed(dev: torch.device) -> tuple[int, int]:
+    """(rank, world_size); joins the process group when launched by torchrun with WORLD_SIZE > 1:
+    nccl when training on CUDA (`dev` from pick_device), gloo otherwise (also on a GPU machine
+    told trainer.device=cpu)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if not torch.cuda.is_available():  # the processes share the CPU cores
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the processes share the cores
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
@@ -97,9 +103,9 @@ def train(
     if batch_size < 1 or max_epochs < 1:
         raise BotterError(f"trainer.batch_size={batch_size} and trainer.max_epochs={max_epochs} must be >= 1")
     out = Path(out_dir)
-    rank, world = setup_distributed()
-    main = rank == 0
     dev = pick_device(device)
+    rank, world = setup_distributed(dev)
+    main = rank == 0
     classes = info["classes"]
     if main:
         out.mkdir(parents=True, exist_ok=True)

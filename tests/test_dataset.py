@@ -93,8 +93,9 @@ def test_split_is_chronological_with_a_purge_of_at_least_the_horizon(n, horizon,
     purge = horizon + extra
     try:
         a = dataset.split(times, timeframe="5m", horizon=horizon, purge=purge, train=train, val=val)
-    except BotterError:
-        return  # a split came out empty: that is reported, not silently allowed
+    except BotterError as e:
+        assert "split is empty" in str(e)  # a split came out empty: that is reported, not silently allowed
+        return
     first = {i: times[a == i].min() for i in range(3)}
     last = {i: times[a == i].max() for i in range(3)}
     for early in (0, 1):

@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from botter.train import load_model, predict
 
 # A small planted run on small images (1 x 32 x 30): 600 episodes -> 420 train / 90 val / 90 test windows.
 PLANTED = ["data=planted", "data.params.episodes=600", "data.window=10", "render.height=32", "trainer.batch_size=64",
-           "trainer.progress=false"]
+           "trainer.progress=false", "trainer.device=cpu"]  # exact-equality checks need CPU arithmetic
 
 
 def _planted_run(tmp_path, extra=()):
@@ -148,7 +149,10 @@ def _cli(args, cwd, timeout=240):
 def test_ddp_two_cpu_processes_and_a_sweep(tmp_path):
     tiny = [*PLANTED, "data.params.episodes=200", "trainer.max_epochs=1", "trainer.batch_size=32"]
     run = tmp_path / "ddp"
-    ddp = _cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    with socket.socket() as s:  # a free port, so parallel runs on one host do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ddp = _cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                 "-m", "botter.train", *tiny, f"hydra.run.dir={run}"], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert (run / "model.pt").exists() and len(pd.read_parquet(run / "predictions.parquet")) == 30
