@@ -25,12 +25,12 @@ from botter.model import build_model
 from botter.paper.broker import Broker
 from botter.paper.ledger import Ledger
 from botter.paper.loop import Trader
-from botter.paper.session import SIGNAL_KEYS, torch_threads
+from botter.paper.session import COST_KEYS, SIGNAL_KEYS, torch_threads
 
 
 def latencies(model, info, candles, bt, ledger_path) -> tuple[np.ndarray, np.ndarray]:
     """Seconds per candle for the whole decision, and for its ledger write alone."""
-    broker = Broker(**{k: bt[k] for k in ("cash", "fee", "slippage_bps", "size")})
+    broker = Broker(**{k: bt[k] for k in COST_KEYS})
     trader = Trader(model, info, broker, {k: bt[k] for k in SIGNAL_KEYS})
     rows = np.column_stack([candles.index.as_unit("ms").asi8, candles.to_numpy()]).tolist()
     window = deque(rows[: trader.lookback - 1], maxlen=trader.lookback)
@@ -65,6 +65,8 @@ def main():
           f"{len(candles)} ETH/BTC candles, torch {torch.__version__}, {default_threads} default threads")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        # Warm-up, not measured: torch's and SQLite's first calls set themselves up slowly.
+        latencies(model, info, candles.iloc[:100], cfg["backtest"], Path(tmp) / "warm.sqlite")
         with torch_threads(1):
             results["1 thread (paper default)"] = latencies(model, info, candles, cfg["backtest"], Path(tmp) / "a.sqlite")
         results[f"{default_threads} threads (torch default)"] = latencies(

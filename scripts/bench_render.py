@@ -48,6 +48,8 @@ def main() -> None:
     ohlc_rate = n_ohlc / min(times)
 
     per = max(1, args.mpl_windows // len(candles))
+    first = next(iter(candles.values()))
+    render(first, window, ends=[window - 1], **mpl_cfg)  # warm-up: imports matplotlib and mplfinance
     n_mpl = 0
     t = time.process_time()
     with tqdm(total=per * len(candles), desc="mplfinance", unit="img") as bar:
