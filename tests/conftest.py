@@ -2,6 +2,14 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def eth():
+    """The shipped ETH/BTC 5m sample: 5760 candles from 2018-01-10 04:55 UTC."""
+    from botter.data import load_sample
+
+    return load_sample("ETH/BTC")
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A botter-train run folder made in seconds: 5 days of ETH/BTC, a tiny CNN, one epoch.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from exchange_server import ExchangeServer
+from test_data_fetch import ccxt_config, klines
 
 from botter.data import load_candles, load_sample
 
@@ -25,11 +26,6 @@ def overrides(prefix, tree):
     return [o for key, sub in tree.items() for o in overrides(f"{prefix}.{key}", sub)]
 
 
-@pytest.fixture(scope="module")
-def eth():
-    return load_sample("ETH/BTC")
-
-
 @pytest.mark.slow
 def test_fetch_fills_the_store_in_pages_then_adds_nothing(tmp_path, eth, monkeypatch):
     with ExchangeServer({"ETH/BTC": eth}, "5m") as server:
@@ -39,14 +35,14 @@ def test_fetch_fills_the_store_in_pages_then_adds_nothing(tmp_path, eth, monkeyp
             "since=2018-01-01",
             f"paths.data_dir={tmp_path / 'store'}",
             "retry.base_delay=0.001",
-            *overrides("exchange.ccxt_config", server.ccxt_config()),
+            *overrides("exchange.ccxt_config", ccxt_config(server)),
         ]
         first = botter_fetch(tmp_path, *args)
         assert first.returncode == 0, first.stderr
         assert "5760 candles added, 0 dropped, 5760 stored" in first.stdout
         assert "no problems found" in first.stdout
         assert "candle" in first.stderr  # the progress bar
-        assert len([p for p in server.requests if p.startswith("/api/v3/klines")]) == 6
+        assert len(klines(server)) == 6
         pd.testing.assert_frame_equal(load_candles("binance", "ETH/BTC", "5m", data_dir=tmp_path / "store"), eth)
 
         # A key in the environment is used but never shown or written.
@@ -56,7 +52,7 @@ def test_fetch_fills_the_store_in_pages_then_adds_nothing(tmp_path, eth, monkeyp
         second = botter_fetch(tmp_path, *args)
         assert second.returncode == 0, second.stderr
         assert "0 candles added, 0 dropped, 5760 stored" in second.stdout
-        assert [p for p in server.requests if p.startswith("/api/v3/klines")] == []
+        assert klines(server) == []
         assert "do-not-print" not in second.stdout + second.stderr
         assert not any(b"do-not-print" in f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
 

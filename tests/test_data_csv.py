@@ -8,11 +8,6 @@ from botter.data.csvfile import infer_timeframe, read_csv_candles, symbol_from_n
 from botter.errors import BotterError
 
 
-@pytest.fixture(scope="module")
-def eth():
-    return load_sample("ETH/BTC")
-
-
 def test_samples_are_candles_frames(eth):
     assert sample_symbols() == ["DASH/BTC", "ETH/BTC", "LTC/BTC", "XMR/BTC"]
     assert eth.shape == (5760, 5)

@@ -7,6 +7,7 @@ from exchange_server import ExchangeServer
 
 from botter.config import compose
 from botter.data import load_candles, load_sample, store_path
+from botter.data.candles import to_ms
 from botter.data.fetch import call, fetch_to_store, make_exchange
 from botter.data.store import append_store
 from botter.errors import BotterError
@@ -14,11 +15,14 @@ from botter.errors import BotterError
 TF_MS = 300_000
 POLICY = dict(compose("fetch").validate)
 RETRY = {"tries": 4, "base_delay": 0.001, "max_delay": 0.01}
+# Ample time for a slow answer on a busy machine, so that only the injected timeouts are retried:
+# the tests count requests exactly.
+CLIENT_TIMEOUT_MS = 2000
 
 
-@pytest.fixture(scope="module")
-def eth():
-    return load_sample("ETH/BTC")
+def ccxt_config(server):
+    """`server.ccxt_config()` with a client timeout of CLIENT_TIMEOUT_MS."""
+    return {**server.ccxt_config(), "timeout": CLIENT_TIMEOUT_MS}
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +33,12 @@ def xmr():
 @pytest.fixture
 def server(eth, xmr):
     with ExchangeServer({"ETH/BTC": eth, "XMR/BTC": xmr}, "5m") as s:
+        s.timeout_s = 2 * CLIENT_TIMEOUT_MS / 1000  # an injected timeout hangs well past the client's
         yield s
 
 
 def fetch(server, tmp_path, symbol="ETH/BTC", timeframe="5m", since="2018-01-01", **kw):
-    exchange = make_exchange("binance", server.ccxt_config())
+    exchange = make_exchange("binance", ccxt_config(server))
     path = store_path(tmp_path, "binance", symbol, timeframe)
     return fetch_to_store(
         exchange, symbol, timeframe, path, since=since, policy=POLICY, retry=RETRY, progress=False, **kw
@@ -41,6 +46,7 @@ def fetch(server, tmp_path, symbol="ETH/BTC", timeframe="5m", since="2018-01-01"
 
 
 def klines(server):
+    """The klines requests `server` was sent, in order."""
     return [p for p in server.requests if p.startswith("/api/v3/klines")]
 
 
@@ -55,8 +61,8 @@ def test_multi_page_fetch_is_exact(server, tmp_path, eth):
     pages = klines(server)
     assert len(pages) == 6
     starts = [int(p.split("startTime=")[1].split("&")[0]) for p in pages]
-    first = int(eth.index[0].value // 1_000_000)
-    assert starts == [int(pd.Timestamp("2018-01-01", tz="UTC").value // 1_000_000)] + [
+    first = to_ms(eth.index[0])
+    assert starts == [to_ms("2018-01-01")] + [
         first + k * 1000 * TF_MS for k in range(1, 6)
     ]
     assert all("limit=1000" in p for p in pages)
@@ -92,7 +98,7 @@ def test_interrupted_fetch_resumes_without_gaps_or_duplicates(server, tmp_path, 
     assert added == 4760
     pd.testing.assert_frame_equal(stored, eth)
     # The second run starts right after the last stored candle.
-    first = int(eth.index[1000].value // 1_000_000)
+    first = to_ms(eth.index[1000])
     assert f"startTime={first}" in klines(server)[0]
 
 
@@ -108,11 +114,11 @@ def test_network_trouble_is_retried_and_the_result_exact(server, tmp_path, eth, 
 
 
 def test_open_candle_is_not_stored(server, tmp_path, eth):
-    server.now = int(eth.index[3000].value // 1_000_000) + TF_MS // 2  # candle 3000 is still open
+    server.now = to_ms(eth.index[3000]) + TF_MS // 2  # candle 3000 is still open
     stored, added, _ = fetch(server, tmp_path)
     assert added == 3000
     assert stored.index[-1] == eth.index[2999]
-    server.now = int(eth.index[-1].value // 1_000_000) + TF_MS  # all have closed now
+    server.now = to_ms(eth.index[-1]) + TF_MS  # all have closed now
     stored, added, _ = fetch(server, tmp_path, since=None)
     assert added == 2760
     pd.testing.assert_frame_equal(stored, eth)
