@@ -11,7 +11,6 @@ clock `now` (so the last one served is the still-open candle), can fail the next
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -39,7 +38,10 @@ class ExchangeServer:
         # Epoch ms of the server clock; by default every candle has closed.
         self.now = last + self.tf_ms
         self.requests: list[str] = []  # every request path with its query, in order
-        self.timeout_s = 1.0  # how long an injected timeout hangs before answering
+        # The client's timeout in ccxt_config (s); an injected timeout hangs four times as long (or
+        # until the server stops), so that only it times out.
+        self.timeout_s = 0.25
+        self._stopping = threading.Event()
         self._faults: list[object] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -59,7 +61,7 @@ class ExchangeServer:
             "urls": {"api": {"public": self.url}},
             "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
             "enableRateLimit": False,
-            "timeout": int(self.timeout_s * 1000 / 4),
+            "timeout": int(self.timeout_s * 1000),
         }
 
     def fail_next(self, n: int, fault: object, *, after: int = 0) -> None:
@@ -73,6 +75,7 @@ class ExchangeServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # server_close waits for the handlers: end any injected timeout
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -120,7 +123,7 @@ class ExchangeServer:
                     server.requests.append(self.path)
                     fault = server._faults.pop(0) if server._faults else None
                 if fault == "timeout":
-                    time.sleep(server.timeout_s)
+                    server._stopping.wait(4 * server.timeout_s)
                     status, body = 504, {"code": -1007, "msg": "Timeout"}
                 elif fault == 429:
                     status, body = 429, {"code": -1003, "msg": "Too many requests."}

@@ -1,17 +1,27 @@
 """Paper replay of a trained run: parity with botter-backtest, kills at random moments, status."""
 
+import multiprocessing
 import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from paper_helpers import (
+    REPLAY,
+    SYMBOL,
+    assert_same_ledger,
+    bars,
+    paper_cli,
+    settings,
+    tables,
+    trade_into,
+    wait_for_bars,
+)
 from test_paper import assert_same_fills, expected_fills
 
 from botter.backtest import backtest_predictions
@@ -20,29 +30,10 @@ from botter.config import compose
 from botter.data import load_sample, store_path
 from botter.data.store import append_store
 from botter.errors import BotterError
-from botter.paper import loop, session
+from botter.paper import session
 from botter.paper.feeds import Replay
-from botter.paper.ledger import Ledger
 from botter.render import lookback, render
 from botter.train import load_model, predict
-
-SYMBOL = "ETH/BTC"
-
-
-def settings(run) -> dict:
-    """Backtest settings whose thresholds make the tiny model trade often (a lasting signal)."""
-    p = pd.read_parquet(run / "predictions.parquet")
-    return {"cash": 1000.0, "fee": 0.001, "slippage_bps": 5.0, "size": 0.8, "long_only": False,
-            "min_hold": 3, "threshold_up": float(np.quantile(p["p_up"], 0.6)),
-            "threshold_down": float(np.quantile(p["p_down"], 0.6))}
-
-
-REPLAY = {"name": "replay", "start": None, "end": None, "pace": 0.0}
-
-
-def tables(path) -> dict[str, pd.DataFrame]:
-    with Ledger(path) as ledger:
-        return {name: ledger.table(name) for name in ("bars", "decisions", "orders", "fills")}
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +81,7 @@ def test_replay_from_the_store_with_a_period(tiny_run, whole, tmp_path):
     _paper(compose("paper", [f"run_dir={tiny_run}", "name=store", "feed.source=store", f"feed.start={first}",
                              f"feed.end={last}", f"paths.data_dir={tmp_path}", "progress=false",
                              *(f"backtest.{k}={v}" for k, v in settings(tiny_run).items())]))
-    got, want = tables(session.paper_dir(tiny_run, "store") / "ledger.sqlite"), tables(whole[1])
-    for name in want:
-        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
-
-
-def replay(run_dir, path, candles, start, end, images=None) -> None:
-    """Replay `candles` from `start` to `end` (inclusive) into the ledger at `path`, resuming it;
-    `images` gets the number of charts each model call read."""
-    model, info = load_model(run_dir)
-    if images is not None:
-        model.register_forward_hook(lambda module, args, out: images.append(len(args[0])))
-    bt = settings(run_dir)
-    with Ledger(path) as ledger, session.torch_threads(1):
-        trader = loop.resume(ledger, model, info, signals={k: bt[k] for k in session.SIGNAL_KEYS},
-                             **{k: bt[k] for k in session.COST_KEYS})
-        loop.run(Replay(candles, start=start, end=end, progress=False), trader, ledger)
+    assert_same_ledger(session.paper_dir(tiny_run, "store") / "ledger.sqlite", tables(whole[1]))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +98,8 @@ def gapped(tiny_run, whole, tmp_path_factory):
            "gap": gap, "lookback": lookback(info["window"], info["render"]["ma"]),
            "path": tmp_path_factory.mktemp("gap") / "ledger.sqlite", "images": []}
     assert (decisions["time"] > gap).sum() > 2 * out["lookback"]  # charts again well before the end
-    replay(tiny_run, out["path"], out["candles"], out["first"], out["last"], out["images"])
+    trade_into(tiny_run, out["path"], Replay(out["candles"], start=out["first"], end=out["last"], progress=False),
+               out["images"])
     return out
 
 
@@ -163,42 +140,19 @@ def test_resume_after_a_gap_gives_the_same_ledger(tiny_run, gapped, tmp_path):
     blind = candles.index[candles.index > gapped["gap"]][: lb - 1]
     path = tmp_path / "stopped.sqlite"
     for stop in (blind[0], blind[-1], gapped["last"]):  # right after the gap, on the last blind candle, the end
-        replay(tiny_run, path, candles, first, stop)
-    got, want = tables(path), tables(gapped["path"])
-    for name in want:
-        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+        trade_into(tiny_run, path, Replay(candles, start=first, end=stop, progress=False))
+    assert_same_ledger(path, tables(gapped["path"]))
 
 
-def paper_cli(run, name, *args) -> list[str]:
-    bt = settings(run)
-    return [sys.executable, "-c", "from botter.cli import paper; paper()", f"run_dir={run}", f"name={name}",
-            "progress=false", *(f"backtest.{k}={v}" for k, v in bt.items()), *args]
-
-
-def bars(path) -> int:
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return db.execute("SELECT count(*) FROM bars").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0  # the schema is not written yet
-    finally:
-        db.close()
-
-
-def replay_in_child(run, name, pace) -> int:
-    """Fork a process that replays (the torch of this one already loaded: no start-up time); its pid."""
-    pid = os.fork()
-    if pid == 0:  # the child: trade until done or killed, never return into pytest
-        code = 1
-        try:
-            feed = {**REPLAY, "pace": pace}
-            session.trade(run, name=name, feed=feed, backtest=settings(run), progress=False)
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
+def replay_in_child(run, name, pace) -> multiprocessing.Process:
+    """Fork a process that replays (the torch of this one already loaded: no start-up time). Signal it
+    only while `is_alive()`: until it is reaped its pid stays its own, even once it has ended."""
+    feed = {**REPLAY, "pace": pace}
+    child = multiprocessing.get_context("fork").Process(
+        target=session.trade, args=(run,), kwargs={"name": name, "feed": feed, "backtest": settings(run),
+                                                   "progress": False})
+    child.start()
+    return child
 
 
 @pytest.mark.slow
@@ -206,35 +160,38 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tiny_run, whole):
     path = session.paper_dir(tiny_run, "killed") / "ledger.sqlite"
     total = len(tables(whole[1])["bars"])
     rng = random.Random(7)
-    for at in sorted(rng.sample(range(1, total - 10), 8)):
-        pid = replay_in_child(tiny_run, "killed", pace=0.005)
-        while bars(path) < at and os.waitpid(pid, os.WNOHANG) == (0, 0):
-            time.sleep(0.002)
+    kills = 0
+    # Each kill is meant 50 candles (over 0.25 s of pacing alone) or more before the end; a child that
+    # ends first all the same has traded the rest, and leaves nothing to kill.
+    for at in sorted(rng.sample(range(1, total - 50), 8)):
+        child = replay_in_child(tiny_run, "killed", pace=0.005)
+        wait_for_bars(path, at, child)
         time.sleep(rng.uniform(0, 0.01))  # anywhere inside a candle: between, during or after its write
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status), "the replay ended before it was killed"
+        child.kill()  # SIGKILL, unless it has ended
+        child.join()
+        if child.exitcode == 0:
+            break
+        assert child.exitcode == -signal.SIGKILL, f"the replay failed (exit code {child.exitcode})"
+        kills += 1
+    assert kills >= 5, f"only {kills} of 8 kills landed before the replay ended"
     # The last restart runs to the end.
     session.trade(tiny_run, name="killed", feed=REPLAY, backtest=settings(tiny_run), progress=False)
-    got, want = tables(path), tables(whole[1])
-    for name in want:
-        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+    assert_same_ledger(path, tables(whole[1]))
 
 
 def test_sigint_finishes_the_candle_and_stops(tiny_run, whole):
     path = session.paper_dir(tiny_run, "interrupted") / "ledger.sqlite"
-    pid = replay_in_child(tiny_run, "interrupted", pace=0.01)
-    while bars(path) < 30 and os.waitpid(pid, os.WNOHANG) == (0, 0):
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGINT)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0  # trade() returned: a clean stop
-    stopped_at = bars(path)
-    assert 30 <= stopped_at < len(tables(whole[1])["bars"])
+    total = len(tables(whole[1])["bars"])
+    child = replay_in_child(tiny_run, "interrupted", pace=0.03)  # some 5 s left for the signal to land
+    wait_for_bars(path, 30, child)
+    if child.is_alive():
+        os.kill(child.pid, signal.SIGINT)
+    child.join()
+    assert child.exitcode == 0  # trade() returned: a clean stop
+    stopped_at = bars(path)[0]
+    assert 30 <= stopped_at < total, "the replay ended before the SIGINT"
     session.trade(tiny_run, name="interrupted", feed=REPLAY, backtest=settings(tiny_run), progress=False)
-    got, want = tables(path), tables(whole[1])
-    for name in want:
-        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+    assert_same_ledger(path, tables(whole[1]))
 
 
 @pytest.mark.slow
@@ -242,13 +199,12 @@ def test_sigterm_stops_cleanly_and_status_reports(tiny_run, whole):
     path = session.paper_dir(tiny_run, "termed") / "ledger.sqlite"
     proc = subprocess.Popen(paper_cli(tiny_run, "termed", "feed.pace=0.02"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    while bars(path) < 20 and proc.poll() is None:
-        time.sleep(0.01)
+    wait_for_bars(path, 20, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "SIGTERM: stopping after this candle" in out + err
-    stopped_at = bars(path)
+    stopped_at = bars(path)[0]
     assert 20 <= stopped_at < len(tables(whole[1])["bars"])
     assert re.search(rf"\nCandles +{stopped_at}\n", out)  # the summary of where it stopped
     assert "SIGTERM" in (path.parent / "paper.log").read_text()  # the paper run's log, beside its ledger
