@@ -38,9 +38,10 @@ class ExchangeServer:
         # Epoch ms of the server clock; by default every candle has closed.
         self.now = last + self.tf_ms
         self.requests: list[str] = []  # every request path with its query, in order
-        # The client's timeout in ccxt_config (s); an injected timeout hangs four times as long (or
-        # until the server stops), so that only it times out.
-        self.timeout_s = 0.25
+        # The client's timeout in ccxt_config (s): far above a local answer on a busy machine, so that
+        # only an injected timeout times out. An injected timeout hangs four times as long (or until
+        # the server stops).
+        self.timeout_s = 2.0
         self._stopping = threading.Event()
         self._faults: list[object] = []
         self._lock = threading.Lock()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from exchange_server import ExchangeServer
-from test_data_fetch import ccxt_config, klines
+from test_data_fetch import klines
 
 from botter.data import load_candles, load_sample
 
@@ -35,7 +35,7 @@ def test_fetch_fills_the_store_in_pages_then_adds_nothing(tmp_path, eth, monkeyp
             "since=2018-01-01",
             f"paths.data_dir={tmp_path / 'store'}",
             "retry.base_delay=0.001",
-            *overrides("exchange.ccxt_config", ccxt_config(server)),
+            *overrides("exchange.ccxt_config", server.ccxt_config()),
         ]
         first = botter_fetch(tmp_path, *args)
         assert first.returncode == 0, first.stderr

@@ -24,6 +24,7 @@ from paper_helpers import (
 from test_data_cli import overrides
 
 from botter.data import load_sample
+from botter.data.candles import to_ms
 from botter.data.fetch import make_exchange
 from botter.errors import BotterError
 from botter.paper import session
@@ -47,13 +48,8 @@ def server(replayed):
     the candle after the first decision's (which it serves, still open)."""
     times = replayed["bars"]["time"]
     with ExchangeServer({SYMBOL: load_sample(SYMBOL).loc[: times.iloc[-1]]}, "5m") as s:
-        s.timeout_s = 2.0  # far above a local answer on a busy machine: only an injected timeout times out
-        s.now = ms(times.iloc[0]) + TF + 60_000
+        s.now = to_ms(times.iloc[0]) + TF + 60_000
         yield s
-
-
-def ms(t) -> int:
-    return int(pd.Timestamp(t).value // 1_000_000)
 
 
 def trade_live(run_dir, ledger_path, server, wait):
@@ -63,7 +59,7 @@ def trade_live(run_dir, ledger_path, server, wait):
 
 
 def test_live_feed_trades_every_closed_candle_like_the_replay(tiny_run, replayed, server, tmp_path, caplog):
-    end = ms(replayed["bars"]["time"].iloc[-1]) + TF  # the close of the last candle served
+    end = to_ms(replayed["bars"]["time"].iloc[-1]) + TF  # the close of the last candle served
     steps = iter([0, 1, 2, 0, 1, 3, 1] * 1000)  # timeframes the clock moves per poll: some polls see none
     faults = {3: (1, "timeout"), 7: (2, 429), 12: (1, 503), 20: (3, 500)}
     polls = 0
@@ -94,7 +90,7 @@ def test_live_feed_trades_every_closed_candle_like_the_replay(tiny_run, replayed
 
 def test_live_feed_catches_up_candles_missed_while_down(tiny_run, replayed, server, tmp_path):
     path = tmp_path / "live.sqlite"
-    end = ms(replayed["bars"]["time"].iloc[-1]) + TF
+    end = to_ms(replayed["bars"]["time"].iloc[-1]) + TF
 
     def until(stop_at):
         def wait(seconds):
