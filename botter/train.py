@@ -374,6 +374,6 @@ def plot_curves(history: pd.DataFrame, path) -> None:
 
 
 if __name__ == "__main__":
-    from botter.cli import train as _main
+    from botter.cli.train import main
 
-    _main()
+    main()

@@ -15,7 +15,7 @@ def tiny_run(tmp_path_factory):
 
     Its test split (about 200 decisions) is what the paper-trading tests replay.
     """
-    from botter.cli import _train
+    from botter.cli.train import train as _train
     from botter.config import compose
 
     root = tmp_path_factory.mktemp("tiny_run")

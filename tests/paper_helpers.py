@@ -68,7 +68,7 @@ def trade_into(run_dir, path, feed, images: list | None = None) -> int:
 
 def paper_cli(run, name, *args) -> list[str]:
     bt = settings(run)
-    return [sys.executable, "-c", "from botter.cli import paper; paper()", f"run_dir={run}", f"name={name}",
+    return [sys.executable, "-c", "from botter.cli.paper import main; main()", f"run_dir={run}", f"name={name}",
             "progress=false", *(f"backtest.{k}={v}" for k, v in bt.items()), *args]
 
 

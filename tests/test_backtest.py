@@ -267,7 +267,7 @@ def toy_run(run_dir, symbols=("ETH/BTC", "LTC/BTC"), first=4800):
 def test_cli_backtests_a_run_folder(tmp_path, capsys):
     import json
 
-    from botter.cli import _backtest
+    from botter.cli.backtest import backtest as _backtest
     from botter.config import compose
 
     toy_run(tmp_path)
@@ -293,7 +293,7 @@ def test_cli_runs_the_model_on_other_candles(tmp_path):
     import torch
     from omegaconf import OmegaConf
 
-    from botter.cli import _backtest
+    from botter.cli.backtest import backtest as _backtest
     from botter.config import compose
     from botter.model import build_model
 
@@ -315,7 +315,7 @@ def test_cli_runs_the_model_on_other_candles(tmp_path):
 
 
 def test_cli_bad_run_dir(tmp_path):
-    from botter.cli import _backtest
+    from botter.cli.backtest import backtest as _backtest
     from botter.config import compose
 
     with pytest.raises(BotterError, match="botter-train run folder"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from botter.cli import _shape
+from botter.cli.shape import shape as _shape
 from botter.config import compose
 
 GOLDEN = Path(__file__).parent / "golden"

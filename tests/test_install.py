@@ -62,7 +62,7 @@ def test_wheel_ships_the_configs_and_botter_shape_runs_from_it(tmp_path):
     # The wheel's botter comes first on the path; the editable install's finder only answers after it.
     script = (
         "import sys, botter.configs; print(botter.configs.__file__); "
-        "sys.argv = ['botter-shape', 'model=jkx20']; from botter.cli import shape; shape()"
+        "sys.argv = ['botter-shape', 'model=jkx20']; from botter.cli.shape import main; main()"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run(

@@ -25,7 +25,7 @@ from paper_helpers import (
 from test_paper import assert_same_fills, expected_fills
 
 from botter.backtest import backtest_predictions
-from botter.cli import _paper
+from botter.cli.paper import paper as _paper
 from botter.config import compose
 from botter.data import load_sample, store_path
 from botter.data.store import append_store

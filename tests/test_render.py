@@ -240,7 +240,7 @@ def test_gpu_matches_cpu():
 
 
 def test_botter_render_writes_preview(tmp_path):
-    from botter.cli import _render
+    from botter.cli.render import render as _render
 
     out = tmp_path / "preview.png"
     _render(compose("render", [f"out={out}", "windows=2", "symbol=XMR/BTC"]))

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 import botter.train as train_mod
 from botter import dataset
-from botter.cli import _train
+from botter.cli.train import train as _train
 from botter.config import compose
 from botter.data import load
 from botter.errors import BotterError

@@ -1,0 +1,68 @@
+"""The console scripts: thin Hydra apps that wire the stages together, one module per command.
+
+Each module has `main()` (the console script) and a public function named after the command that
+takes the composed config (what the tests call). Every value can be overridden on the command line
+(`botter-train trainer.lr=3e-4`). Bad input (config, data, symbol, network) prints one line and
+exits with code 2.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from botter import config  # noqa: F401  (registers the resolvers the configs use)
+from botter.errors import BotterError
+
+
+def app(config_name: str, task) -> None:
+    """Run `task(cfg)` as the Hydra app of `configs/<config_name>.yaml`."""
+    started = False
+
+    @hydra.main(config_path="pkg://botter.configs", config_name=config_name, version_base="1.3")
+    def main(cfg: DictConfig):
+        nonlocal started
+        started = True
+        try:
+            return task(cfg)
+        except BotterError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OmegaConfBaseException as e:
+            first = str(e).splitlines()[0]
+            if "Missing mandatory value: " in first:  # a `???` in the config, maybe behind an interpolation
+                key = first.rsplit(": ", 1)[-1]
+                first = f"{key} has no value: give it on the command line ({key}=...)"
+            print(f"error: {first}", file=sys.stderr)
+            sys.exit(2)
+
+    try:
+        main()
+    except SystemExit as e:
+        # Hydra prints its own short message and exits 1 for an override or config option it
+        # cannot compose: that is bad input too.
+        if e.code == 1 and not started:
+            sys.exit(2)
+        raise
+
+
+def load_candles(d: dict, data_dir) -> dict:
+    """{symbol: candles} for a data config (the keys of configs/data/*.yaml)."""
+    from botter.data import load
+
+    return load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"],
+                end=d["end"], data_dir=data_dir, **d.get("params", {}))
+
+
+def report_backtest(predictions, candles: dict, backtest_cfg: dict, out_dir, start=None, end=None) -> dict:
+    """Backtest predictions on their candles, print the statistics, write the report into out_dir."""
+    from botter.backtest import backtest_predictions, stats_table
+    from botter.plots import write_report
+
+    results = backtest_predictions(predictions, candles, **backtest_cfg)
+    print(f"backtest of {predictions.time.min()} .. {predictions.time.max()}:")
+    print(stats_table(results).to_string())
+    paths = write_report(results, candles, out_dir, plot_start=start, plot_end=end)
+    print(f"wrote {', '.join(path.name for path in paths)} in {out_dir}")
+    return results

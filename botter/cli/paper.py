@@ -1,0 +1,33 @@
+"""botter-paper: paper-trade a run's model on a feed, or report a paper run."""
+
+from omegaconf import DictConfig
+
+from botter.cli import app
+from botter.errors import BotterError
+
+
+def main() -> None:
+    app("paper", paper)
+
+
+def paper(cfg: DictConfig) -> None:
+    """Paper-trade a run's model on the configured feed (mode=run), or report a paper run (mode=status)."""
+    from omegaconf import OmegaConf
+
+    from botter.paper import session
+
+    if OmegaConf.is_missing(cfg, "run_dir"):
+        raise BotterError("give run_dir=<the folder of a botter-train run> (its model is what trades)")
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if c["mode"] == "status":
+        result, png = session.status(c["run_dir"], c["name"])
+    elif c["mode"] == "run":
+        result = session.trade(c["run_dir"], name=c["name"], feed=c["feed"], backtest=c["backtest"],
+                               symbol=c["symbol"], exchange=c["exchange"], data_dir=c["paths"]["data_dir"],
+                               threads=c["threads"], progress=c["progress"])
+        png = None
+    else:
+        raise BotterError(f"mode={c['mode']!r} is not one of: run, status")
+    print(result.to_string())
+    if png is not None:
+        print(f"equity curve: {png}")
