@@ -231,9 +231,13 @@ def portfolio(results: dict[str, Result]) -> Result:
     return Result(equity, buy_hold, trades, compute_stats(equity, trades, buy_hold, in_market, bar))
 
 
-def stats_table(results: dict[str, Result]) -> pd.DataFrame:
-    """The statistics side by side, one column per symbol (and "portfolio"): print it with to_string()."""
-    return pd.DataFrame({name: r.stats for name, r in results.items()})
+def stats_table(results: dict[str, Result], *, sample: str | None = None) -> pd.DataFrame:
+    """The statistics side by side, one column per symbol (and "portfolio"): print it with to_string().
+    sample: "IN-SAMPLE" or "out-of-sample", shown as the first row."""
+    table = pd.DataFrame({name: r.stats for name, r in results.items()})
+    if sample is None:
+        return table
+    return pd.concat([pd.DataFrame({name: [sample] for name in results}, index=["Sample"]), table])
 
 
 def _bar_duration(index: pd.DatetimeIndex) -> pd.Timedelta:

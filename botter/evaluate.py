@@ -33,23 +33,24 @@ def metrics(labels: np.ndarray, probs: np.ndarray, predicted: np.ndarray | None 
 
 
 def baselines(train: Windows, test: Windows, *, classes: int, flat_threshold: float = 0.0) -> dict:
-    """Metrics of two models without images on the test split.
+    """Metrics of two models without images on the test split (both: labelled windows only).
 
     majority: always the most frequent class of the train split, with its train class shares as
     probabilities. previous_return_sign: the class of the window's own return
     (close of the last candle / open of the first - 1, labelled like a label return); its
     probabilities are the train split's class shares among windows of that same sign.
     """
-    shares = np.bincount(train.labels, minlength=classes) / len(train)
+    train_y, test_y = train.labels.astype(np.int64), test.labels.astype(np.int64)
+    shares = np.bincount(train_y, minlength=classes) / len(train)
     majority = np.tile(shares, (len(test), 1))  # (N, K)
-    sign_train = labels_from_returns(train.past_returns, classes=classes, flat_threshold=flat_threshold)
-    sign_test = labels_from_returns(test.past_returns, classes=classes, flat_threshold=flat_threshold)
+    sign_train = labels_from_returns(train.past_returns(), classes=classes, flat_threshold=flat_threshold)
+    sign_test = labels_from_returns(test.past_returns(), classes=classes, flat_threshold=flat_threshold)
     table = np.ones((classes, classes))  # add-one smoothing keeps log loss finite
-    np.add.at(table, (sign_train, train.labels), 1)
+    np.add.at(table, (sign_train, train_y), 1)
     table /= table.sum(1, keepdims=True)
     return {
-        "majority": metrics(test.labels, majority),
-        "previous_return_sign": metrics(test.labels, table[sign_test], predicted=sign_test),
+        "majority": metrics(test_y, majority),
+        "previous_return_sign": metrics(test_y, table[sign_test], predicted=sign_test),
     }
 
 

@@ -23,33 +23,35 @@ logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 
 def write_report(results: dict[str, Result], candles: dict[str, pd.DataFrame], out_dir, *,
-                 plot_start=None, plot_end=None) -> list[Path]:
+                 plot_start=None, plot_end=None, sample: str = "out-of-sample") -> list[Path]:
     """Write backtest.json, trades.csv, equity.png and trades_<symbol>.png into `out_dir`.
 
     results: from botter.backtest.backtest_predictions (per symbol plus "portfolio"). With
-    plot_start / plot_end, also trades_<symbol>_zoom.png for that date range. Returns the paths.
+    plot_start / plot_end, also trades_<symbol>_zoom.png for that date range. sample: "IN-SAMPLE"
+    or "out-of-sample", written into every file and title. Returns the paths.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "backtest.json", out / "trades.csv", out / "equity.png"]
-    table = stats_table(results)
+    mark = "IN-SAMPLE · " if sample == "IN-SAMPLE" else ""
+    table = stats_table(results, sample=sample)
     with atomic_path(paths[0]) as tmp:
         tmp.write_text(json.dumps({k: {i: _json(v) for i, v in col.items()} for k, col in table.items()},
                                   indent=2))
     with atomic_path(paths[1]) as tmp:
-        results["portfolio"].trades.to_csv(tmp, index=False)
-    plot_equity(results["portfolio"], paths[2], title="portfolio" if len(results) > 2 else next(iter(results)))
+        results["portfolio"].trades.assign(Sample=sample).to_csv(tmp, index=False)
+    plot_equity(results["portfolio"], paths[2], title=mark + ("portfolio" if len(results) > 2 else next(iter(results))))
     for symbol, r in results.items():
         if symbol == "portfolio":
             continue
         name = symbol.replace("/", "-")
         df = candles[symbol].loc[r.equity.index[0]:r.equity.index[-1]]
         paths.append(out / f"trades_{name}.png")
-        plot_trades(df, r.trades, paths[-1], title=f"{symbol}: {len(r.trades)} trades")
+        plot_trades(df, r.trades, paths[-1], title=f"{mark}{symbol}: {len(r.trades)} trades")
         if plot_start is not None or plot_end is not None:
             paths.append(out / f"trades_{name}_zoom.png")
             plot_trades(df, r.trades, paths[-1], start=plot_start, end=plot_end,
-                        title=f"{symbol}: {plot_start or 'start'} .. {plot_end or 'end'}")
+                        title=f"{mark}{symbol}: {plot_start or 'start'} .. {plot_end or 'end'}")
     return paths
 
 
@@ -59,6 +61,8 @@ def _json(v):
         return str(v)
     if v is None or v is pd.NaT:
         return None
+    if isinstance(v, str):
+        return v
     v = float(v)
     return v if np.isfinite(v) else None
 

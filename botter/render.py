@@ -83,7 +83,8 @@ def _render_ohlc(candles, window, ends, *, height, width, ma=None, volume=True) 
     return images.numpy()
 
 
-def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True, times=None, chunk=None):
+def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True, times=None, chunk=None,
+                check: bool = True):
     """Jiang-Kelly-Xiu bar charts as a uint8 tensor (N, 1, height, 3*window) on prices' device.
 
     prices: (T, 5) float tensor of open, high, low, close, volume (any device). ends: (N,) int64
@@ -93,6 +94,8 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
     fifth under a 1-px gap, bars scaled by the window's largest volume.
     times: optional labels of the T candles, used in error messages only. chunk: windows per
     step; by default about 4 MiB of image on the CPU (stays in cache), everything on a GPU.
+    check: look for bad candles first (an O(T) pass: a caller that renders many batches of the same
+    prices checks them once, with `check_windows`, and passes False).
     Raises BotterError naming the first window that holds a bad candle.
     """
     ma = int(ma) if ma else 0
@@ -104,7 +107,8 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
             f"render.height={height} gives {price_rows} price rows; ohlc draws 2..255 (uint8 rows): "
             f"set render.height between 8 and 255"
         )
-    _check(prices, ends, window, reads, times)
+    if check:
+        check_windows(prices, ends, reads, times)
     if chunk is None:
         chunk = max(1, len(ends) if prices.is_cuda else (4 << 20) // (height * 3 * window))
     out = torch.empty((len(ends), 1, height, 3 * window), dtype=torch.uint8, device=prices.device)
@@ -175,8 +179,10 @@ def _within(rows, top, length):
     return (rows - top[:, None]) <= length[:, None]
 
 
-def _check(prices, ends, window, reads, times):
-    """Raise BotterError for the first window that reads a bad candle."""
+def check_windows(prices, ends, reads: int, times=None) -> None:
+    """Raise BotterError for the first window (ending at candle `ends[i]`, reading `reads` candles)
+    that reads a bad candle of `prices` (T, 5): non-finite, non-positive low, high < low, open or
+    close outside [low, high], negative volume."""
     o, h, l, c, v = prices.unbind(-1)
     bad = (
         ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
@@ -212,7 +218,7 @@ def _render_mplfinance(
         )
     reads = lookback(window, ma)
     prices = torch.tensor(candles[COLUMNS].to_numpy(np.float64))
-    _check(prices, torch.from_numpy(ends), window, reads, candles.index)
+    check_windows(prices, torch.from_numpy(ends), reads, candles.index)
     line = candles["close"].rolling(ma).mean() if ma else None  # causal: candles up to t only
     out = np.empty((len(ends), 3, height, width), dtype=np.uint8)
     for i, e in enumerate(ends):

@@ -1,36 +1,45 @@
-"""Training and evaluation: fit a CNN on the train split, stop early on val loss, score the test split.
+"""Training: fit a CNN on the train windows, stop early on the validation loss.
 
-`train()` takes the three splits (botter.dataset.Windows) and writes the run folder:
-config.yaml, last.pt / best.pt (resumable checkpoints), model.pt (best weights + what is needed to
-use them), metrics.csv (per epoch), curves.png, predictions.parquet (test split) and metrics.json
-(test metrics beside two baselines). `load_model()` and `predict()` reuse a run's model elsewhere.
-
-Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel (nccl on CUDA, gloo on
-CPU); rank 0 writes the files. `python -m botter.train ...` runs the botter-train Hydra app.
+`fit()` draws each batch's charts inside the training step, from the candles, on the training
+device (botter.dataset.Windows.images): the images never exist outside a batch. It writes
+last.pt / best.pt (resumable checkpoints, through botter.runs), metrics.csv and curves.png into
+its folder and returns the model with the best weights. Under torchrun (WORLD_SIZE > 1) it trains
+with DistributedDataParallel (nccl on CUDA, gloo on CPU): each rank draws only its own batches,
+rank 0 scores the validation split and its early-stopping decision is broadcast to every rank.
+`python -m botter.train ...` runs the botter-train Hydra app.
 """
 
-import json
 import math
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from botter import runs, shapes
 from botter.atomic import atomic_path
-from botter.dataset import CLASS_NAMES, Windows
+from botter.dataset import Windows
 from botter.errors import BotterError
-from botter.evaluate import balanced_accuracy, baselines, log_loss, metrics
-from botter.model import build_model
+from botter.evaluate import balanced_accuracy, log_loss
+from botter.inference import as_input, probabilities
+from botter.model import build_model, layer_specs
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+# Settings that shape a checkpoint: trainer keys outside it may change on resume.
+RESUME_FREE = ("max_epochs", "patience", "progress", "device", "resume", "compile")
+# Auto batch on CUDA: the largest power of two whose activations take at most this share of free memory.
+GPU_BATCH_MEMORY = 0.25
+GPU_BATCH_MAX = 4096
+CPU_BATCH = 256
+# torch.compile costs tens of seconds; on CUDA it pays from about this many training steps.
+COMPILE_AFTER_STEPS = 2000
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -68,15 +77,71 @@ def setup_distributed(dev: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def train(
-    splits: dict[str, Windows],
+def fingerprint(config: dict) -> dict:
+    """What shaped a checkpoint: the data, render, model and dataset config and the trainer
+    settings except those free to change on resume (RESUME_FREE)."""
+    trainer = {k: v for k, v in config["trainer"].items() if k not in RESUME_FREE}
+    return {k: config[k] for k in ("data", "render", "model", "dataset")} | {"trainer": trainer}
+
+
+def check_resume(out_dir, expected: dict) -> dict | None:
+    """The checkpoint last.pt in `out_dir` if it was made with the settings `expected`
+    (`fingerprint`); None where there is none. Reads only: a refusal leaves every file as it was."""
+    path = Path(out_dir) / "last.pt"
+    if not path.exists():
+        return None
+    ckpt = runs.load_checkpoint(path)
+    differ = _differences(ckpt.get("fingerprint", {}), expected)
+    if differ:
+        raise BotterError(f"trainer.resume: {path} was trained with other settings ({'; '.join(differ[:6])}"
+                          f"{'; ...' if len(differ) > 6 else ''}): resume with the same overrides, or start "
+                          "a new run folder")
+    return ckpt
+
+
+def _differences(a, b, key="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))]
+    return [] if a == b else [f"{key}: checkpoint {a!r}, now {b!r}"]
+
+
+def auto_batch(batch_size, model_kwargs: dict, dev: torch.device) -> int:
+    """`batch_size`, or where it is None: 256 on the CPU; on CUDA the largest power of two whose
+    activations (from the shape module's layer sizes, bf16, saved for the backward pass) take at
+    most a quarter of the free memory."""
+    if batch_size is not None:
+        return int(batch_size)
+    if dev.type != "cuda":
+        return CPU_BATCH
+    c, (h, w) = model_kwargs["in_channels"], model_kwargs["input_hw"]
+    rows = shapes.trace(layer_specs(model_kwargs["layers"], model_kwargs["head"]), (c, h, w))
+    per_image = 2 * 3 * sum(math.prod(r.out_shape) for r in rows)  # bf16 bytes; forward, saved, gradient
+    free, _ = torch.cuda.mem_get_info(dev)
+    fit = max(1, int(GPU_BATCH_MEMORY * free / per_image))
+    return min(GPU_BATCH_MAX, 2 ** int(math.log2(fit)))
+
+
+@dataclass
+class Fitted:
+    """What `fit` returns on rank 0: the model with its best weights, the per-epoch history."""
+
+    model: nn.Module
+    history: pd.DataFrame
+    best_epoch: int
+    batch_size: int
+    precision: str
+
+
+def fit(
+    train: Windows,
+    val: Windows,
     *,
     model_kwargs: dict,
-    info: dict,
     out_dir,
-    config: dict | None = None,
+    fingerprint: dict | None = None,
     max_epochs: int = 10,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 1e-2,
     schedule: str = "onecycle",
@@ -85,79 +150,74 @@ def train(
     grad_clip: float = 1.0,
     seed: int = 0,
     device: str = "auto",
-    compile: bool = False,
+    compile: bool | None = False,
     resume: bool = False,
     progress: bool = True,
-) -> dict:
-    """Train, test and write the run folder `out_dir`; returns the metrics.json content.
+) -> Fitted | None:
+    """Train on `train` (labelled windows), stop early on the loss over `val`; checkpoints go to
+    `out_dir`. Returns the best model on rank 0 (None on the other ranks).
 
-    splits: {"train", "val", "test": Windows}. model_kwargs: build_model's keyword arguments
-    (in_channels, layers, head, input_hw). info: stored in model.pt beside them (render, window,
-    horizon, classes, flat_threshold, timeframe). config: the resolved config, saved as config.yaml.
-    lr: peak learning rate of AdamW; schedule: onecycle, cosine (per step) or constant.
-    patience: epochs without a lower val loss before stopping. grad_clip: max gradient norm (0: off).
-    resume: continue from out_dir/last.pt when it exists (same config).
+    model_kwargs: build_model's keyword arguments (in_channels, layers, head, input_hw).
+    fingerprint: stored in the checkpoints, so a resume can check it (see `check_resume`).
+    batch_size: per process; None picks one for the device (`auto_batch`). lr: peak learning rate of
+    AdamW; schedule: onecycle, cosine (per step, over max_epochs) or constant. patience: epochs
+    without a lower val loss before stopping. grad_clip: max gradient norm (0: off). compile:
+    torch.compile the model; None: on CUDA when the run has at least COMPILE_AFTER_STEPS steps.
+    resume: continue from out_dir/last.pt when it exists; max_epochs may grow (the schedule is
+    rebuilt over the new total and continues from the step reached).
     """
     if schedule not in SCHEDULES:
         raise BotterError(f"trainer.schedule={schedule!r} is not one of: {', '.join(SCHEDULES)}")
-    if batch_size < 1 or max_epochs < 1:
+    if max_epochs < 1 or (batch_size is not None and batch_size < 1):
         raise BotterError(f"trainer.batch_size={batch_size} and trainer.max_epochs={max_epochs} must be >= 1")
+    if (train.labels < 0).any() or (val.labels < 0).any():
+        raise BotterError("fit takes labelled windows only: pass windows.labelled()")
     out = Path(out_dir)
     dev = pick_device(device)
     rank, world = setup_distributed(dev)
     main = rank == 0
-    classes = info["classes"]
+    classes = model_kwargs["head"]["num_classes"]
+    batch_size = auto_batch(batch_size, model_kwargs, dev)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        if config is not None:
-            (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
 
     torch.manual_seed(seed)
     net = build_model(**model_kwargs).to(dev)
     cuda = dev.type == "cuda"
     net = net.to(memory_format=torch.channels_last)  # faster convolutions on CUDA and on CPU (oneDNN)
+    per_rank = len(train) // world
+    steps = max(1, math.ceil(per_rank / batch_size))
+    if compile is None:
+        compile = cuda and steps * max_epochs >= COMPILE_AFTER_STEPS
     model = net
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if cuda else None)
     if compile:
         model = torch.compile(model)
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cuda and torch.cuda.is_bf16_supported()
-        else nullcontext()
-    )
-
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else nullcontext()
+    precision = "bf16 autocast" if isinstance(amp, torch.autocast) else "fp32"
     if main:
-        precision = "bf16 autocast" if isinstance(amp, torch.autocast) else "fp32"
         print(f"training {sum(p.numel() for p in net.parameters()):,} parameters on {dev} ({precision}, "
-              f"channels_last), {world} process(es), batch {batch_size}")
-    train_x, train_y = _to_device(splits["train"], dev)
+              f"channels_last{', compiled' if compile else ''}), {world} process(es), batch {batch_size}, "
+              f"charts drawn in the step")
+    train_y = torch.from_numpy(train.labels.astype(np.int64)).to(dev)  # (N,)
     counts = torch.bincount(train_y.cpu(), minlength=classes).double()
     weight = (counts.sum() / (classes * counts.clamp(min=1))).float() if class_weights else None
     criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(dev))
 
-    per_rank = len(train_y) // world
-    steps = max(1, math.ceil(per_rank / batch_size))
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    if schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max_epochs * steps)
-    elif schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs * steps)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
     state = {"epoch": 0, "best_val_loss": math.inf, "bad_epochs": 0, "history": []}
-    if resume and (out / "last.pt").exists():
-        ckpt = torch.load(out / "last.pt", map_location=dev, weights_only=False)
+    ckpt = runs.load_checkpoint(out / "last.pt", map_location=dev) if resume and (out / "last.pt").exists() else None
+    if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         state = {k: ckpt[k] for k in state}
         if main:
             print(f"resuming {out / 'last.pt'} after epoch {state['epoch']}")
     elif resume and main:
         print(f"trainer.resume: no {out / 'last.pt'} yet, starting from epoch 1")
+    scheduler = _scheduler(optimizer, schedule, lr, max_epochs * steps, done=state["epoch"] * steps)
     writer = _tensorboard(out) if main else None
 
     while state["epoch"] < max_epochs and state["bad_epochs"] < patience:
@@ -166,14 +226,15 @@ def train(
         model.train()
         # The same permutation on every rank (seeded by epoch), each rank takes its own stride.
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        order = order[: per_rank * world][rank::world].to(dev)
+        order = order[: per_rank * world][rank::world]
         # Sums stay on the device: reading them every step would make the GPU wait for the CPU.
         total, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{max_epochs}", disable=not (main and progress), leave=False)
         for i in bar:
             idx = order[i * batch_size : (i + 1) * batch_size]
-            x, y = _batch(train_x, idx, dev), train_y[idx]  # (B, C, H, W) float, (B,)
+            x = as_input(train.images(idx.numpy(), dev))  # (B, C, H, W) drawn here, on dev
+            y = train_y[idx.to(dev)]  # (B,)
             with amp:
                 logits = model(x)  # (B, classes)
                 loss = criterion(logits.float(), y)
@@ -192,41 +253,40 @@ def train(
         total, correct = total.item(), correct.item()
         train_seconds = time.perf_counter() - started
 
-        # Every rank scores the whole val split with identical weights, so all stop together.
-        val_probs = predict(net, splits["val"].images, device=dev)
-        val_y = splits["val"].labels
-        val_loss = log_loss(val_y, val_probs, None if weight is None else weight.numpy())
-        row = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": total / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": val_loss,
-            "val_accuracy": float((val_probs.argmax(1) == val_y).mean()),
-            "val_balanced_accuracy": balanced_accuracy(val_y, val_probs.argmax(1), classes),
-            "train_seconds": train_seconds,  # the steps alone (scripts/bench_train.py compares them)
-            "seconds": time.perf_counter() - started,
-        }
+        # Rank 0 scores the val split and tells the others, so that every rank takes the same
+        # decision (ranks that decided alone could disagree and leave the others in an all-reduce).
+        row = {}
+        if main:
+            val_probs = probabilities([net], val, device=dev)
+            val_y = val.labels.astype(np.int64)
+            val_loss = log_loss(val_y, val_probs, None if weight is None else weight.numpy())
+            row = {
+                "epoch": epoch + 1,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": total / seen,
+                "train_accuracy": correct / seen,
+                "val_loss": val_loss,
+                "val_accuracy": float((val_probs.argmax(1) == val_y).mean()),
+                "val_balanced_accuracy": balanced_accuracy(val_y, val_probs.argmax(1), classes),
+                "train_seconds": train_seconds,  # the steps alone (scripts/bench_train.py compares them)
+                "seconds": time.perf_counter() - started,
+            }
+        val_loss = _from_rank0(row.get("val_loss", 0.0), dev) if world > 1 else row["val_loss"]
         improved = val_loss < state["best_val_loss"]
         state.update(
             epoch=epoch + 1,
             best_val_loss=min(val_loss, state["best_val_loss"]),
             bad_epochs=0 if improved else state["bad_epochs"] + 1,
-            history=[*state["history"], row],
+            history=[*state["history"], row] if main else state["history"],
         )
         if main:
             if improved:
-                _save({"model": net.state_dict(), "epoch": epoch + 1, "val_loss": val_loss}, out / "best.pt")
-            _save(
-                {
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    **state,
-                },
-                out / "last.pt",
-            )
+                runs.save_checkpoint(out / "best.pt", {"model": net.state_dict(), "epoch": epoch + 1,
+                                                       "val_loss": val_loss})
+            runs.save_checkpoint(out / "last.pt", {
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                "fingerprint": fingerprint or {}, **state,
+            })
             with atomic_path(out / "metrics.csv") as tmp:
                 pd.DataFrame(state["history"]).to_csv(tmp, index=False)
             if writer is not None:
@@ -239,106 +299,34 @@ def train(
     if writer is not None:
         writer.close()
     if not main:
-        return {}
-
-    best = torch.load(out / "best.pt", map_location=dev, weights_only=False)
+        return None
+    best = runs.load_checkpoint(out / "best.pt", map_location=dev)
     net.load_state_dict(best["model"])
-    _save({"state_dict": net.state_dict(), "model_kwargs": model_kwargs, **info}, out / "model.pt")
-    test = splits["test"]
-    probs = predict(net, test.images, device=dev)
-    with atomic_path(out / "predictions.parquet") as tmp:
-        predictions_frame(test, probs, classes).to_parquet(tmp, index=False)
-    result = {
-        "test": metrics(test.labels, probs),
-        "baselines": baselines(splits["train"], test, classes=classes, flat_threshold=info.get("flat_threshold", 0.0)),
-        "best_epoch": best["epoch"],
-        "epochs": state["epoch"],
-    }
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
-    plot_curves(pd.DataFrame(state["history"]), out / "curves.png")
-    return result
+    history = pd.DataFrame(state["history"])
+    plot_curves(history, out / "curves.png")
+    return Fitted(net.eval(), history, best["epoch"], batch_size, precision)
 
 
-def _to_device(windows: Windows, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The uint8 images where batches are cut from: on the GPU when they fit, else pinned host memory."""
-    x = torch.from_numpy(np.ascontiguousarray(windows.images))  # (N, C, H, W) uint8
-    y = torch.from_numpy(windows.labels).to(dev)  # (N,)
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        x = x.to(dev) if x.nbytes < free // 2 else x.pin_memory()
-    return x, y
-
-
-def _batch(images: torch.Tensor, idx: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """Float batch in [0, 1] on `dev`, channels_last, from uint8 images anywhere."""
-    idx = idx.to(images.device)
-    if images.is_pinned():  # gather into pinned memory, so the copy to the GPU runs asynchronously
-        x = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
-        torch.index_select(images, 0, idx, out=x)
+def _scheduler(optimizer, schedule: str, lr: float, total: int, *, done: int):
+    """The learning-rate schedule over `total` steps, moved on by the `done` steps already taken (a
+    resume; the rates follow the same closed forms, so a resume with the same total repeats them)."""
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     else:
-        x = images[idx]  # (B, C, H, W) uint8
-    if x.device != dev:
-        x = x.to(dev, non_blocking=True)
-    return x.float().div_(255).contiguous(memory_format=torch.channels_last)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    for _ in range(min(done, total)):
+        optimizer.step()  # no gradients: a no-op that keeps the scheduler from warning about the order
+        scheduler.step()
+    return scheduler
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, device=None, batch_size: int = 1024) -> np.ndarray:
-    """Class probabilities (N, classes) float64 for uint8 images (N, C, H, W), in eval mode.
-
-    device: where to run (default: where the model's parameters are). Columns follow
-    botter.dataset.CLASS_NAMES (down, up) or (down, flat, up).
-    """
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(images))  # (N, C, H, W) uint8
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if dev.type == "cuda" and torch.cuda.is_bf16_supported()
-        else nullcontext()
-    )
-    out = []
-    for s in range(0, len(x), batch_size):
-        with amp:
-            logits = model(_batch(x, torch.arange(s, min(s + batch_size, len(x))), dev))  # (B, classes)
-        out.append(torch.softmax(logits.float(), 1).cpu())
-    model.train(was_training)
-    if not out:
-        return np.zeros((0, model.head[-1].out_features))
-    return torch.cat(out).double().numpy()
-
-
-def load_model(run_dir, device=None) -> tuple[nn.Module, dict]:
-    """(model in eval mode, info) from `run_dir`/model.pt; info holds model_kwargs, render, window,
-    horizon, classes, flat_threshold, timeframe."""
-    path = Path(run_dir) / "model.pt"
-    if not path.exists():
-        raise BotterError(f"{path} does not exist: pass the folder of a finished botter-train run")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(**saved["model_kwargs"])
-    model.load_state_dict(saved.pop("state_dict"))
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), saved
-
-
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def predictions_frame(windows: Windows, probs: np.ndarray, classes: int) -> pd.DataFrame:
-    """The predictions table of a run folder: time (UTC decision time), symbol, p_<class>..., label."""
-    return pd.DataFrame(
-        {
-            "time": pd.DatetimeIndex(windows.times).tz_localize("UTC"),
-            "symbol": windows.symbols.astype(str),
-            **{f"p_{name}": probs[:, i] for i, name in enumerate(CLASS_NAMES[classes])},
-            "label": windows.labels,
-        }
-    )
+def _from_rank0(value: float, dev: torch.device) -> float:
+    """`value` as rank 0 has it, on every rank."""
+    t = torch.tensor([value], dtype=torch.float64, device=dev if dev.type == "cuda" else "cpu")
+    dist.broadcast(t, 0)
+    return float(t.item())
 
 
 def _tensorboard(out: Path):

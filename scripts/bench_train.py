@@ -1,12 +1,12 @@
 """Data-pipeline overhead of training: one epoch through botter.train vs a bare loop, same tensors.
 
-Pipeline: `botter.train.train` for one epoch on the train split of the packaged `botter-train`
-config (sample data, ohlc 64x60, model small; images from the dataset cache, built first): uint8
-images cut into batches, converted, class-weighted loss, gradient clipping, LR schedule, progress
-bar. Its `train_seconds` (the steps, without the val pass and file writes) is compared with a bare
-loop over the same batches already converted to float in memory: forward, loss, backward, AdamW
-step, same model, batch size and number of steps. Prints wall and CPU seconds and their ratios
-(goal: the pipeline adds at most 15%).
+Pipeline: `botter.train.fit` for one epoch on the train split of the packaged `botter-train`
+config (sample data, ohlc 64x60, model small): every batch's charts drawn from the candles inside
+the training step, converted, class-weighted loss, gradient clipping, LR schedule, progress bar.
+Its `train_seconds` (the steps, without the val pass and file writes) is compared with a bare loop
+over the same batches already drawn and converted to float in memory: forward, loss, backward,
+AdamW step, same model, batch size and number of steps. Prints wall seconds and their ratio
+(goal: the pipeline, drawing included, adds at most 15%).
 
     .venv/bin/python scripts/bench_train.py [--windows 16000] [overrides ...]
 """
@@ -23,7 +23,7 @@ from botter import dataset
 from botter.config import compose
 from botter.data import load
 from botter.model import build_model
-from botter.train import train
+from botter.train import fit
 
 
 def main() -> None:
@@ -37,21 +37,21 @@ def main() -> None:
     candles = load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"],
                    end=d["end"], data_dir=cfg["paths"]["data_dir"], **d.get("params", {}))
     w = dataset.build(candles, window=d["window"], horizon=d["horizon"], classes=d["classes"],
-                      timeframe=d["timeframe"], render=r, cache_dir=cfg["paths"]["cache_dir"])
-    a = dataset.split(w.times, timeframe=d["timeframe"], horizon=d["horizon"], **cfg["dataset"]["split"])
-    splits = {name: w.take(a == i) for i, name in enumerate(dataset.SPLITS)}
+                      timeframe=d["timeframe"], render=r)
+    split = {k: v for k, v in cfg["dataset"]["split"].items() if k != "purge"}
+    a = dataset.split(w.times, w.exits(d["horizon"]), **split)
+    train, val = (w.take(a == i).labelled() for i in (0, 1))
     if args.windows:
-        splits["train"] = splits["train"].take(slice(0, args.windows))
-    splits["val"] = splits["val"].take(slice(0, 256))  # the val pass is not timed
-    splits["test"] = splits["test"].take(slice(0, 256))
+        train = train.take(slice(0, args.windows))
+    val = val.take(slice(0, 256))  # the val pass is not timed
     model_kwargs = {**cfg["model"], "input_hw": [r["height"], r["width"]]}
-    n, bs = len(splits["train"]), t["batch_size"]
+    n, bs = len(train), t["batch_size"] or 256
     print(f"{n} train windows, batch {bs}, {torch.get_num_threads()} threads, model {d['window']}-candle "
           f"{r['height']}x{r['width']}")
 
     # Bare loop: the same batches, already float and channels_last in memory.
-    images = torch.from_numpy(splits["train"].images)  # (N, C, H, W) uint8
-    labels = torch.from_numpy(splits["train"].labels)
+    images = train.images()  # (N, C, H, W) uint8, drawn up front
+    labels = torch.from_numpy(train.labels.astype("int64"))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     batches = [
         (images[idx].float().div(255).contiguous(memory_format=torch.channels_last), labels[idx])
@@ -74,8 +74,7 @@ def main() -> None:
     bare = time.perf_counter() - wall
 
     with tempfile.TemporaryDirectory() as out:
-        train(splits, model_kwargs=model_kwargs, info={"classes": d["classes"]}, out_dir=out,
-              **{**t, "max_epochs": 1, "device": "cpu"})
+        fit(train, val, model_kwargs=model_kwargs, out_dir=out, **{**t, "max_epochs": 1, "device": "cpu"})
         # The epoch's training steps alone, as train() timed them (its val pass and files excluded).
         pipe = pd.read_csv(f"{out}/metrics.csv").iloc[0]["train_seconds"]
     print(f"{'':10}{'wall s':>10}{'images/s':>10}")

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from botter import inference, runs
 from botter.paper import loop, session
 from botter.paper.ledger import Ledger
-from botter.train import load_model
 
 SYMBOL = "ETH/BTC"
 REPLAY = {"name": "replay", "start": None, "end": None, "pace": 0.0}
@@ -56,12 +56,12 @@ def trade_into(run_dir, path, feed, images: list | None = None) -> int:
     """Trade the run's model with `settings(run_dir)` on `feed` (a botter.paper.feeds feed) into the
     ledger at `path`, resuming it; the number of candles traded. `images` gets the number of charts
     each model call read."""
-    model, info = load_model(run_dir)
+    predictor = inference.load(runs.open_run(run_dir))
     if images is not None:
-        model.register_forward_hook(lambda module, args, out: images.append(len(args[0])))
+        predictor.models[0].register_forward_hook(lambda module, args, out: images.append(len(args[0])))
     bt = settings(run_dir)
     with Ledger(path) as ledger, session.torch_threads(1):
-        trader = loop.resume(ledger, model, info, signals={k: bt[k] for k in session.SIGNAL_KEYS},
+        trader = loop.resume(ledger, predictor, signals={k: bt[k] for k in session.SIGNAL_KEYS},
                              **{k: bt[k] for k in session.COST_KEYS})
         return loop.run(feed, trader, ledger)
 

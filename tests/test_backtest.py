@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -247,24 +249,35 @@ def test_bad_target_raises():
 
 
 def toy_run(run_dir, symbols=("ETH/BTC", "LTC/BTC"), first=4800):
-    """A run folder as botter-train writes it (config.yaml + predictions.parquet), toy predictions."""
+    """A finished run folder (botter.runs) with toy predictions from candle `first` on, fitted on
+    the candles before them, and an untrained model."""
+    import torch
     from omegaconf import OmegaConf
 
+    from botter import runs
     from botter.config import compose
+    from botter.model import build_model
 
-    config = compose("shape", ["data.symbols=[" + ",".join(symbols) + "]"])
-    OmegaConf.save(config, run_dir / "config.yaml", resolve=True)
-    rows = []
+    c = OmegaConf.to_container(compose("train", ["data.symbols=[" + ",".join(symbols) + "]"]), resolve=True)
+    runs.start(run_dir, c)
+    rows, periods = [], {}
     for symbol in symbols:
         df = load_sample(symbol)
         p_up = 1 / (1 + np.exp(-df.close.pct_change(3).fillna(0).to_numpy() * 300))[first:-5]
         rows.append(pd.DataFrame({"time": df.index[first:-5].as_unit("ns"), "symbol": symbol,
                                   "p_down": 1 - p_up, "p_up": p_up, "label": 0}))
-    pd.concat(rows, ignore_index=True).to_parquet(run_dir / "predictions.parquet", index=False)
-    return config
+        t = [str(df.index[i]) for i in (40, first - 300, first - 300, first, first, len(df) - 6)]
+        periods[symbol] = {"train": t[:2], "val": t[2:4], "test": t[4:]}
+    kwargs = {**c["model"], "input_hw": [c["render"]["height"], c["render"]["width"]]}
+    torch.manual_seed(0)
+    info = {"render": c["render"], "timeframe": "5m", "window": 20, "horizon": 5, "classes": 2, "hours": None}
+    runs.save_model(run_dir, state_dicts=[build_model(**kwargs).state_dict()], model_kwargs=kwargs, info=info)
+    runs.finish(run_dir, predictions=pd.concat(rows, ignore_index=True), metrics={}, symbols=list(symbols),
+                timeframe="5m", hours=None, periods=periods)
+    return c
 
 
-def test_cli_backtests_a_run_folder(tmp_path, capsys):
+def test_cli_backtests_a_run_folder_into_its_own_report(tmp_path, capsys):
     import json
 
     from botter.cli.backtest import backtest as _backtest
@@ -272,51 +285,80 @@ def test_cli_backtests_a_run_folder(tmp_path, capsys):
 
     toy_run(tmp_path)
     cfg = compose("backtest", [f"run_dir={tmp_path}", "backtest.min_hold=3", "period.start=2018-01-28",
-                               "plot.start=2018-01-29 00:00", "plot.end=2018-01-29 04:00"])
+                               "plot.start=2018-01-29 00:00", "plot.end=2018-01-29 04:00", "name=first"])
     results = _backtest(cfg)
-    out = tmp_path / "backtest"
+    out = tmp_path / "backtests" / "first"
     names = ["backtest.json", "trades.csv", "equity.png", "trades_ETH-BTC.png", "trades_ETH-BTC_zoom.png",
              "trades_LTC-BTC.png", "trades_LTC-BTC_zoom.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     stats = json.loads((out / "backtest.json").read_text())
     assert list(stats) == ["ETH/BTC", "LTC/BTC", "portfolio"]
-    assert list(stats["portfolio"]) == STAT_KEYS
+    assert list(stats["portfolio"]) == ["Sample", *STAT_KEYS] and stats["portfolio"]["Sample"] == "out-of-sample"
     assert stats["portfolio"]["Start"] == "2018-01-28 00:00:00+00:00"
     assert stats["portfolio"]["# Trades"] == len(pd.read_csv(out / "trades.csv")) > 0
     assert stats["ETH/BTC"]["Equity Final"] == pytest.approx(results["ETH/BTC"].equity.iloc[-1])
     printed = capsys.readouterr().out
     assert "Sharpe Ratio" in printed and "portfolio" in printed
+    # Another backtest never overwrites one: it needs its own name.
+    with pytest.raises(BotterError, match="exists: give this backtest another name"):
+        _backtest(cfg)
+    assert not (tmp_path / "backtest").exists()  # the training report's folder is not touched
+
+
+def test_in_sample_backtests_are_refused_unless_asked_and_then_marked(tmp_path, capsys):
+    from botter.cli.backtest import backtest as _backtest
+    from botter.config import compose
+
+    toy_run(tmp_path)
+    args = [f"run_dir={tmp_path}", "data=sample", "data.symbols=[ETH/BTC]", "data.start=2018-01-20"]
+    with pytest.raises(BotterError, match="would be in-sample: ETH/BTC .* overlaps its training period"):
+        _backtest(compose("backtest", [*args, "name=refused"]))
+    assert not (tmp_path / "backtests" / "refused").exists()
+    _backtest(compose("backtest", [*args, "name=asked", "allow_in_sample=true"]))
+    out = tmp_path / "backtests" / "asked"
+    assert "IN-SAMPLE backtest" in capsys.readouterr().out
+    assert json.loads((out / "backtest.json").read_text())["portfolio"]["Sample"] == "IN-SAMPLE"
+    assert (pd.read_csv(out / "trades.csv")["Sample"] == "IN-SAMPLE").all()
+    # Another symbol over the same period was never fitted: out of sample.
+    _backtest(compose("backtest", [f"run_dir={tmp_path}", "data=sample", "data.symbols=[XMR/BTC]",
+                                   "data.start=2018-01-20", "name=xmr"]))
 
 
 @pytest.mark.slow
 def test_cli_runs_the_model_on_other_candles(tmp_path):
-    import torch
-    from omegaconf import OmegaConf
-
     from botter.cli.backtest import backtest as _backtest
     from botter.config import compose
-    from botter.model import build_model
 
-    c = OmegaConf.to_container(toy_run(tmp_path), resolve=True)
-    kwargs = {**c["model"], "input_hw": [c["render"]["height"], c["render"]["width"]]}
-    torch.manual_seed(0)
-    info = {"render": c["render"], "timeframe": "5m", "window": 20, "horizon": 5, "classes": 2}
-    torch.save({"state_dict": build_model(**kwargs).state_dict(), "model_kwargs": kwargs, **info},
-               tmp_path / "model.pt")
-    cfg = compose("backtest", [f"run_dir={tmp_path}", f"out_dir={tmp_path / 'xmr'}", "data=sample",
-                               "data.symbols=[XMR/BTC]", "data.start=2018-01-29", "backtest.threshold_up=0.5",
-                               "backtest.threshold_down=0.5", f"paths.cache_dir={tmp_path / 'cache'}"])
-    results = _backtest(cfg)
+    toy_run(tmp_path)
+    cfg = compose("backtest", [f"run_dir={tmp_path}", f"out_dir={tmp_path / 'xmr'}", "data=store",
+                               f"paths.data_dir={tmp_path / 'store'}", "data.source=sample", "data.symbols=[XMR/BTC]",
+                               "data.start=2018-01-29", "backtest.threshold_up=0.5", "backtest.threshold_down=0.5"])
+    results = _backtest(cfg)  # data=store's 1h timeframe gives way to the model's 5m
     assert list(results) == ["XMR/BTC", "portfolio"]
-    # the first decision needs window + ma - 1 candles; the last horizon ones have no label
+    # The first decision needs window + ma - 1 candles; every candle after it is decided on, the
+    # last one too (nothing after a decision is needed to make it), and the one after fills it.
     xmr = load_sample("XMR/BTC").loc["2018-01-29":]
     assert results["XMR/BTC"].equity.index[0] == xmr.index[20 + 20 - 2]
+    assert results["XMR/BTC"].equity.index[-1] == xmr.index[-1]
     assert (tmp_path / "xmr" / "trades_XMR-BTC.png").exists()
+    with pytest.raises(BotterError, match="reads 5m candles, data.timeframe is 1h"):
+        _backtest_with_hydra(["data=sample", "data.timeframe=1h"], tmp_path)
+
+
+def _backtest_with_hydra(overrides, run_dir):
+    """botter-backtest as a console script would run it (the overrides given on its command line)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "from botter.cli.backtest import main; main()", f"run_dir={run_dir}",
+                           *overrides], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    raise BotterError(proc.stderr)
 
 
 def test_cli_bad_run_dir(tmp_path):
     from botter.cli.backtest import backtest as _backtest
     from botter.config import compose
 
-    with pytest.raises(BotterError, match="botter-train run folder"):
+    with pytest.raises(BotterError, match="not a run folder"):
         _backtest(compose("backtest", [f"run_dir={tmp_path}"]))

@@ -24,6 +24,7 @@ from paper_helpers import (
 )
 from test_paper import assert_same_fills, expected_fills
 
+from botter import inference, runs
 from botter.backtest import backtest_predictions
 from botter.cli.paper import paper as _paper
 from botter.config import compose
@@ -32,8 +33,6 @@ from botter.data.store import append_store
 from botter.errors import BotterError
 from botter.paper import session
 from botter.paper.feeds import Replay
-from botter.render import lookback, render
-from botter.train import load_model, predict
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,7 @@ def test_replay_trades_like_the_backtest(tiny_run, whole):
     # The replay decides on exactly the run's test windows (and on the candle that fills the last
     # one), with the probabilities the training run wrote.
     assert t["bars"]["time"].tolist() == period.index.tolist()
-    np.testing.assert_allclose(t["decisions"]["p_up"].iloc[:-1], predictions["p_up"], atol=1e-5)
+    assert t["decisions"]["p_up"].iloc[:-1].tolist() == predictions["p_up"].tolist()  # the same numbers
     assert len(result.trades) > 5
     assert_same_fills(t["fills"], expected_fills(result, period))
     np.testing.assert_allclose(t["bars"]["equity"].iloc[:-1], result.equity.iloc[:-1], rtol=1e-9)
@@ -93,9 +92,8 @@ def gapped(tiny_run, whole, tmp_path_factory):
     held = decisions["time"][(decisions["target"] != 0) & (decisions.index >= 60)].iloc[0]
     candles = load_sample(SYMBOL)
     gap = candles.index[candles.index.get_loc(held) + 1]
-    _, info = load_model(tiny_run)
     out = {"candles": candles.drop(gap), "first": decisions["time"].iloc[0], "last": decisions["time"].iloc[-1],
-           "gap": gap, "lookback": lookback(info["window"], info["render"]["ma"]),
+           "gap": gap, "lookback": inference.load(runs.open_run(tiny_run)).lookback,
            "path": tmp_path_factory.mktemp("gap") / "ledger.sqlite", "images": []}
     assert (decisions["time"] > gap).sum() > 2 * out["lookback"]  # charts again well before the end
     trade_into(tiny_run, out["path"], Replay(out["candles"], start=out["first"], end=out["last"], progress=False),
@@ -113,19 +111,15 @@ def test_no_chart_across_a_gap_trades_like_the_backtest(tiny_run, gapped):
     assert d.loc[blind, ["p_down", "p_up"]].isna().all().all() and (d.loc[blind, "target"] == 0).all()
     seen = d.index.difference(blind)
     assert d.loc[seen, ["p_down", "p_up"]].notna().all().all()
-    assert gapped["images"] == [1] * len(seen)  # the model read one chart per seen candle, none else
+    # The model read one chart per seen candle, none else (in a batch of two: see botter.inference).
+    assert gapped["images"] == [2] * len(seen)
 
-    # The backtest on predictions for the windows of `lookback` consecutive candles, made here by
-    # hand (the last candle only fills the one before it).
-    model, info = load_model(tiny_run)
-    times = candles.index
-    i0, i1 = times.get_indexer([first, last])
-    ends = np.arange(i0, i1)
-    ends = ends[times[ends] - times[ends - lb + 1] == (lb - 1) * pd.Timedelta("5min")]
-    p = predict(model, render(candles, info["window"], ends=ends, **info["render"]))  # (N, 2)
-    predictions = pd.DataFrame({"time": times[ends], "symbol": SYMBOL, "p_down": p[:, 0], "p_up": p[:, 1]})
+    # The backtest of the run's model on the same candles (what botter-backtest data=... does): its
+    # predictions are the paper decisions, number for number (the last candle only fills the one before).
+    predictions = inference.load(runs.open_run(tiny_run)).predict({SYMBOL: candles})
+    predictions = predictions[(predictions["time"] >= first) & (predictions["time"] < last)]
     assert predictions["time"].tolist() == seen[:-1].tolist()
-    np.testing.assert_allclose(d.loc[seen[:-1], "p_up"], predictions["p_up"], atol=1e-5)
+    assert d.loc[seen[:-1], "p_up"].tolist() == predictions["p_up"].tolist()
     result = backtest_predictions(predictions, {SYMBOL: candles}, **settings(tiny_run))[SYMBOL]
     period = candles.loc[result.equity.index]
     assert t["bars"]["time"].tolist() == period.index.tolist()

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -8,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 import botter.train as train_mod
-from botter import dataset
+from botter import dataset, inference, runs
 from botter.cli.train import train as _train
 from botter.config import compose
 from botter.data import load
 from botter.errors import BotterError
 from botter.evaluate import baselines, metrics
-from botter.train import load_model, predict
 
 # A small planted run on small images (1 x 32 x 30): 600 episodes -> 420 train / 90 val / 90 test windows.
 PLANTED = ["data=planted", "data.params.episodes=600", "data.window=10", "render.height=32", "trainer.batch_size=64",
@@ -46,10 +47,17 @@ def test_metrics_by_hand():
 
 
 def test_baselines_by_hand():
-    def windows(labels, past):
-        n = len(labels)
-        return dataset.Windows(np.zeros((n, 1, 1, 1), np.uint8), np.array(labels), np.zeros(n), np.array(past),
-                               np.zeros(n, "datetime64[ns]"), np.array(["s"] * n, object))
+    class Windows:  # what baselines reads of botter.dataset.Windows
+        def __init__(self, labels, past):
+            self.labels, self.past = np.array(labels), np.array(past)
+
+        def __len__(self):
+            return len(self.labels)
+
+        def past_returns(self):
+            return self.past
+
+    windows = Windows
 
     train = windows([1, 1, 1, 0], [0.1, 0.2, -0.1, -0.2])
     test = windows([1, 0, 0], [0.3, -0.3, 0.1])
@@ -68,26 +76,28 @@ def test_planted_run_learns_and_writes_the_run_folder(tmp_path):
     assert result["test"]["accuracy"] >= 0.95
     assert result["baselines"]["majority"]["accuracy"] < 0.7
     run = tmp_path / "run"
-    for name in ("config.yaml", "model.pt", "last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png",
-                 "predictions.parquet"):
+    for name in ("config.yaml", "run.json", "model.pt", "last.pt", "best.pt", "metrics.csv", "metrics.json",
+                 "curves.png", "predictions.parquet"):
         assert (run / name).exists(), name
     assert json.loads((run / "metrics.json").read_text())["test"] == result["test"]
-    assert OmegaConf.load(run / "config.yaml").data.source == "planted"
+    opened = runs.open_run(run)
+    assert opened.config["data"]["source"] == "planted" and opened.kind == "train"
     history = pd.read_csv(run / "metrics.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
-    preds = pd.read_parquet(run / "predictions.parquet")
+    preds = opened.predictions()
     assert list(preds.columns) == ["time", "symbol", "p_down", "p_up", "label"]
-    assert str(preds["time"].dt.tz) == "UTC" and len(preds) == 90
-    model, info = load_model(run)
-    assert info["window"] == 10 and info["classes"] == 2 and info["render"]["name"] == "ohlc"
-    # The saved model reproduces the saved predictions from freshly rendered test windows.
+    # 90 test episodes: one labelled window each, and the horizon + 1 windows after it decided on too.
+    assert str(preds["time"].dt.tz) == "UTC" and preds["label"].notna().sum() == 90 and len(preds) == 90 * 7
+    predictor = inference.load(opened)
+    assert predictor.info["window"] == 10 and predictor.classes == 2 and predictor.info["render"]["name"] == "ohlc"
+    # The saved model reproduces the saved predictions exactly from freshly drawn test windows.
     cfg = OmegaConf.to_container(compose("train", PLANTED), resolve=True)
     d = cfg["data"]
-    candles = load(d["source"], d["symbols"], d["timeframe"], **d["params"])
-    w = dataset.build(candles, window=info["window"], horizon=5, classes=2, timeframe="5m", render=info["render"],
-                      progress=False)
-    test = w.take(np.isin(w.times, preds["time"].dt.tz_localize(None).to_numpy("datetime64[ns]")))
-    np.testing.assert_allclose(predict(model, test.images), preds[["p_down", "p_up"]].to_numpy(), atol=1e-5)
+    again = predictor.predict(load(d["source"], d["symbols"], d["timeframe"], **d["params"]))
+    again = again[again["time"] >= preds["time"].min()].reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, preds, check_exact=True)
+    spans = opened.periods["PLANTED/BTC"]
+    assert spans["train"][1] <= spans["val"][0] and spans["val"][1] <= spans["test"][0]
 
 
 @pytest.mark.slow
@@ -95,37 +105,38 @@ def test_shuffled_labels_score_chance(tmp_path):
     cfg = OmegaConf.to_container(compose("train", [*PLANTED, "data.params.episodes=1000"]), resolve=True)
     d, r = cfg["data"], cfg["render"]
     w = dataset.build(load(d["source"], d["symbols"], d["timeframe"], **d["params"]), window=10, horizon=5,
-                      classes=2, timeframe="5m", render=r, progress=False)
+                      classes=2, timeframe="5m", render=r, progress=False).labelled()
     w.labels = np.random.default_rng(1).permutation(w.labels)
-    a = dataset.split(w.times, timeframe="5m", horizon=5)
-    splits = {name: w.take(a == i) for i, name in enumerate(dataset.SPLITS)}
-    result = train_mod.train(
-        splits, model_kwargs={**cfg["model"], "input_hw": [r["height"], r["width"]]},
-        info={"classes": 2}, out_dir=tmp_path, **{**cfg["trainer"], "max_epochs": 3},
-    )
-    chance = np.bincount(splits["test"].labels).max() / len(splits["test"])
+    a = dataset.split(w.times, w.exits(5))
+    train, val, test = (w.take(a == i) for i in range(3))
+    fitted = train_mod.fit(train, val, model_kwargs={**cfg["model"], "input_hw": [r["height"], r["width"]]},
+                           out_dir=tmp_path, **{**cfg["trainer"], "max_epochs": 3})
+    result = metrics(test.labels.astype(int), inference.probabilities([fitted.model], test))
+    chance = np.bincount(test.labels).max() / len(test)
     # 150 test windows: one standard deviation of a coin's accuracy is 0.04.
-    assert result["test"]["accuracy"] <= chance + 0.1
-    assert abs(result["test"]["roc_auc"] - 0.5) < 0.15
+    assert result["accuracy"] <= chance + 0.1
+    assert abs(result["roc_auc"] - 0.5) < 0.15
 
 
 @pytest.mark.slow
 def test_resume_continues_a_killed_run_exactly(tmp_path, monkeypatch):
     full = _planted_run(tmp_path / "a", ["trainer.max_epochs=2"])
-    real_batch, calls = train_mod._batch, [0]
+    real_input, calls = train_mod.as_input, [0]
 
     def dies_in_epoch_two(*a, **k):
         calls[0] += 1
-        if calls[0] > 10:  # 420 / 64 -> 7 steps per epoch, then one batch of val: dies in epoch 2
+        if calls[0] > 10:  # 420 / 64 -> 7 steps per epoch: dies in epoch 2
             raise KeyboardInterrupt
-        return real_batch(*a, **k)
+        return real_input(*a, **k)
 
-    monkeypatch.setattr(train_mod, "_batch", dies_in_epoch_two)
+    monkeypatch.setattr(train_mod, "as_input", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         _planted_run(tmp_path / "b", ["trainer.max_epochs=2"])
     assert pd.read_csv(tmp_path / "b" / "run" / "metrics.csv")["epoch"].tolist() == [1]
     assert not (tmp_path / "b" / "run" / "model.pt").exists()
-    monkeypatch.setattr(train_mod, "_batch", real_batch)
+    with pytest.raises(BotterError, match="did not finish"):
+        runs.open_run(tmp_path / "b" / "run")  # a killed run never looks like a finished one
+    monkeypatch.setattr(train_mod, "as_input", real_input)
     resumed = _planted_run(tmp_path / "b", ["trainer.max_epochs=2", "trainer.resume=true"])
     a, b = (pd.read_csv(tmp_path / x / "run" / "metrics.csv") for x in "ab")
     timings = ["seconds", "train_seconds"]
@@ -146,18 +157,66 @@ def _cli(args, cwd, timeout=240):
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_and_a_sweep(tmp_path):
+def test_ddp_two_cpu_processes_stop_early_together_and_a_sweep(tmp_path):
     tiny = [*PLANTED, "data.params.episodes=200", "trainer.max_epochs=1", "trainer.batch_size=32"]
     run = tmp_path / "ddp"
     with socket.socket() as s:  # a free port, so parallel runs on one host do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Weights that never move (lr 0, no BatchNorm): epoch 2's val loss equals epoch 1's, so with
+    # patience 1 every rank must leave the loop after epoch 2 of 5, together, or the run hangs.
+    frozen = ["trainer.max_epochs=5", "trainer.patience=1", "trainer.lr=0", "trainer.schedule=constant",
+              "trainer.weight_decay=0", "model.layers=[{type:Conv2d,out_channels:4,kernel_size:3},{type:ReLU}]"]
     ddp = _cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                "-m", "botter.train", *tiny, f"hydra.run.dir={run}"], tmp_path)
+                "-m", "botter.train", *tiny, *frozen, f"hydra.run.dir={run}"], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert (run / "model.pt").exists() and len(pd.read_parquet(run / "predictions.parquet")) == 30
+    assert (run / "model.pt").exists() and pd.read_parquet(run / "predictions.parquet")["label"].notna().sum() == 30
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
     sweep = _cli([str(Path(sys.executable).parent / "botter-train"), "-m", "trainer.lr=1e-3,3e-4", *tiny,
                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     lrs = sorted(OmegaConf.load(p).trainer.lr for p in (tmp_path / "sweep").glob("*/config.yaml"))
     assert lrs == [3e-4, 1e-3] and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+
+
+def _files(run: Path) -> dict:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_settings_before_writing_anything(tmp_path):
+    _planted_run(tmp_path, ["trainer.max_epochs=1"])
+    run = tmp_path / "run"
+    before = _files(run)
+    for change, named in (("data.params.episodes=300", "data.params.episodes: checkpoint 600, now 300"),
+                          ("model=jkx20", "model.layers"), ("trainer.lr=0.5", "trainer.lr"),
+                          ("data.symbols=[OTHER/BTC]", "data.symbols")):
+        with pytest.raises(BotterError, match=f"other settings.*{re.escape(named)}"):
+            _planted_run(tmp_path, ["trainer.max_epochs=1", "trainer.resume=true", change])
+        assert _files(run) == before, change
+    # max_epochs may grow: the schedule is rebuilt over the new total and continues.
+    _planted_run(tmp_path, ["trainer.max_epochs=2", "trainer.resume=true"])
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_corrupt_or_crafted_checkpoints_are_one_line_and_never_run(tmp_path):
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    crafted = tmp_path / "model.pt"
+    torch.save({"state_dicts": [Payload()]}, crafted)
+    with pytest.raises(BotterError, match="not loaded.*could run code"):
+        runs.load_checkpoint(crafted)
+    assert not marker.exists()
+    truncated = tmp_path / "last.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(BotterError, match="truncated or not a torch file"):
+        runs.load_checkpoint(truncated)
+    garbage = tmp_path / "best.pt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(BotterError, match="truncated or not a torch file"):
+        runs.load_checkpoint(garbage)

@@ -47,6 +47,15 @@ def app(config_name: str, task) -> None:
         raise
 
 
+def given(key: str) -> bool:
+    """Whether `key` was set on the command line of this Hydra app (False outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+
+
 def load_candles(d: dict, data_dir) -> dict:
     """{symbol: candles} for a data config (the keys of configs/data/*.yaml)."""
     from botter.data import load
@@ -55,14 +64,23 @@ def load_candles(d: dict, data_dir) -> dict:
                 end=d["end"], data_dir=data_dir, **d.get("params", {}))
 
 
-def report_backtest(predictions, candles: dict, backtest_cfg: dict, out_dir, start=None, end=None) -> dict:
-    """Backtest predictions on their candles, print the statistics, write the report into out_dir."""
+def signal_settings(backtest_cfg: dict, horizon: int) -> dict:
+    """The backtest config with min_hold filled in: null holds each position for the label's horizon
+    (the model forecasts the return of a position held that long)."""
+    return {**backtest_cfg, "min_hold": horizon if backtest_cfg["min_hold"] is None else backtest_cfg["min_hold"]}
+
+
+def report_backtest(predictions, candles: dict, backtest_cfg: dict, out_dir, start=None, end=None, *,
+                    in_sample: bool = False) -> dict:
+    """Backtest predictions on their candles, print the statistics, write the report into out_dir;
+    `in_sample` marks every table, file and picture IN-SAMPLE."""
     from botter.backtest import backtest_predictions, stats_table
     from botter.plots import write_report
 
     results = backtest_predictions(predictions, candles, **backtest_cfg)
-    print(f"backtest of {predictions.time.min()} .. {predictions.time.max()}:")
-    print(stats_table(results).to_string())
-    paths = write_report(results, candles, out_dir, plot_start=start, plot_end=end)
+    sample = "IN-SAMPLE" if in_sample else "out-of-sample"
+    print(f"{'IN-SAMPLE ' if in_sample else ''}backtest of {predictions.time.min()} .. {predictions.time.max()}:")
+    print(stats_table(results, sample=sample).to_string())
+    paths = write_report(results, candles, out_dir, plot_start=start, plot_end=end, sample=sample)
     print(f"wrote {', '.join(path.name for path in paths)} in {out_dir}")
     return results

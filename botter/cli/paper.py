@@ -2,7 +2,7 @@
 
 from omegaconf import DictConfig
 
-from botter.cli import app
+from botter.cli import app, signal_settings
 from botter.errors import BotterError
 
 
@@ -15,16 +15,19 @@ def paper(cfg: DictConfig) -> None:
     from omegaconf import OmegaConf
 
     from botter.paper import session
+    from botter.runs import open_run
 
     if OmegaConf.is_missing(cfg, "run_dir"):
         raise BotterError("give run_dir=<the folder of a botter-train run> (its model is what trades)")
-    c = OmegaConf.to_container(cfg, resolve=True)
+    c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if c["mode"] == "status":
         result, png = session.status(c["run_dir"], c["name"])
     elif c["mode"] == "run":
-        result = session.trade(c["run_dir"], name=c["name"], feed=c["feed"], backtest=c["backtest"],
-                               symbol=c["symbol"], exchange=c["exchange"], data_dir=c["paths"]["data_dir"],
-                               threads=c["threads"], progress=c["progress"])
+        horizon = open_run(c["run_dir"]).config["data"]["horizon"]
+        result = session.trade(c["run_dir"], name=c["name"], feed=c["feed"],
+                               backtest=signal_settings(c["backtest"], horizon), symbol=c["symbol"],
+                               exchange=c["exchange"], data_dir=c["paths"]["data_dir"], threads=c["threads"],
+                               progress=c["progress"], allow_in_sample=c["allow_in_sample"])
         png = None
     else:
         raise BotterError(f"mode={c['mode']!r} is not one of: run, status")

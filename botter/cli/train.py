@@ -1,8 +1,10 @@
 """botter-train: dataset, training, evaluation and the backtest of the test split."""
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
-from botter.cli import app, load_candles, report_backtest
+from botter.cli import app, load_candles, report_backtest, signal_settings
 
 
 def main() -> None:
@@ -10,40 +12,66 @@ def main() -> None:
 
 
 def train(cfg: DictConfig, out_dir=None) -> dict:
-    """Build the dataset, train, test; `out_dir` defaults to Hydra's output dir (the run folder)."""
-    from pathlib import Path
-
-    import pandas as pd
+    """Build the dataset, train, test, backtest the test split and write the run folder (`out_dir`,
+    default Hydra's output dir); returns the metrics (metrics.json) on rank 0, {} elsewhere."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from botter import dataset
-    from botter.evaluate import format_table
-    from botter.train import pick_device, setup_distributed
-    from botter.train import train as fit
+    from botter import dataset, runs
+    from botter.data import hours as market_hours
+    from botter.evaluate import baselines, format_table, metrics
+    from botter.inference import PRECISION, predictions_frame, probabilities
+    from botter.train import check_resume, fingerprint, fit, pick_device, setup_distributed
 
-    c = OmegaConf.to_container(cfg, resolve=True)
-    d, ds, r = c["data"], c["dataset"], c["render"]
-    out_dir = out_dir or HydraConfig.get().runtime.output_dir
-    rank, _ = setup_distributed(pick_device(c["trainer"]["device"]))
+    c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    d, ds, r, t = c["data"], c["dataset"], c["render"], c["trainer"]
+    out_dir = Path(out_dir or HydraConfig.get().runtime.output_dir)
+    rank, _ = setup_distributed(pick_device(t["device"]))
+    expected = fingerprint(c)
+    if t["resume"]:
+        check_resume(out_dir, expected)  # before anything is written
     candles = load_candles(d, c["paths"]["data_dir"])
+    hours = market_hours.resolve(d["hours"], candles, d["timeframe"])
     windows = dataset.build(
         candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],
-        render=r, flat_threshold=ds["flat_threshold"], cache_dir=c["paths"]["cache_dir"] if ds["cache"] else None,
-        progress=c["trainer"]["progress"] and rank == 0,
+        render=r, hours=hours, flat_threshold=ds["flat_threshold"],
+        cache_dir=c["paths"]["cache_dir"] if ds["cache"] else None, progress=t["progress"] and rank == 0,
     )
-    assignment = dataset.split(windows.times, timeframe=d["timeframe"], horizon=d["horizon"], **ds["split"])
-    splits = {name: windows.take(assignment == i) for i, name in enumerate(dataset.SPLITS)}
+    split = {k: v for k, v in ds["split"].items() if k != "purge"}
+    assignment = dataset.split(windows.times, windows.exits(ds["split"]["purge"]), **split)
+    dataset.check_splits(windows, assignment)
+    train_w, val_w, test_w = (windows.take(assignment == i) for i in range(3))
     if rank == 0:
-        print(f"{len(windows)} windows of {len(candles)} symbols; class balance per split:")
+        print(f"{len(windows)} windows of {len(candles)} symbols (market hours: {market_hours.describe(hours)}); "
+              "labelled windows per class and split:")
         print(dataset.class_balance(windows, assignment, d["classes"]).to_string())
-    info = {"render": r, "timeframe": d["timeframe"], **{k: d[k] for k in ("window", "horizon", "classes")},
-            "flat_threshold": ds["flat_threshold"]}
-    result = fit(splits, model_kwargs={**c["model"], "input_hw": [r["height"], r["width"]]}, info=info,
-                 out_dir=out_dir, config=c, **c["trainer"])
-    if result:  # rank 0
-        print(f"test split, model beside the baselines:\n{format_table(result)}")
-        predictions = pd.read_parquet(Path(out_dir) / "predictions.parquet")
-        report_backtest(predictions, candles, c["backtest"], Path(out_dir) / "backtest")
-        print(f"run folder: {out_dir}")
+        runs.start(out_dir, c, kind="train")
+    model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
+    fitted = fit(train_w.labelled(), val_w.labelled(), model_kwargs=model_kwargs, out_dir=out_dir,
+                 fingerprint=expected, **t)
+    if fitted is None:  # not rank 0
+        return {}
+    info = {"render": r, "timeframe": d["timeframe"], "hours": hours, "flat_threshold": ds["flat_threshold"],
+            **{k: d[k] for k in ("window", "horizon", "classes")}}
+    runs.save_model(out_dir, state_dicts=[fitted.model.state_dict()], model_kwargs=model_kwargs, info=info)
+    device = next(fitted.model.parameters()).device
+    probs = probabilities([fitted.model], test_w, device=device, progress=t["progress"])
+    predictions = predictions_frame(test_w, probs, d["classes"])
+    known = test_w.labels >= 0
+    result = {
+        "test": metrics(test_w.labels[known].astype(int), probs[known]),
+        "baselines": baselines(train_w.labelled(), test_w.labelled(), classes=d["classes"],
+                               flat_threshold=ds["flat_threshold"]),
+        "best_epoch": fitted.best_epoch,
+        "epochs": len(fitted.history),
+        "test_windows": {"decided": len(test_w), "labelled": int(known.sum())},
+    }
+    print(f"test split ({known.sum()} labelled of {len(test_w)} decided windows), model beside the baselines:\n"
+          f"{format_table(result)}")
+    report_backtest(predictions, candles, signal_settings(c["backtest"], d["horizon"]), out_dir / "backtest")
+    runs.finish(out_dir, predictions=predictions, metrics=result, symbols=list(candles), timeframe=d["timeframe"],
+                hours=hours, periods=dataset.periods(windows, assignment),
+                predictions_precision={"device": device.type, "dtype": PRECISION},
+                training={"precision": fitted.precision, "batch_size": fitted.batch_size})
+    print(f"run folder: {out_dir}")
     return result

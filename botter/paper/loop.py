@@ -16,13 +16,11 @@ from collections import deque
 import numpy as np
 import pandas as pd
 
-from botter.data.candles import from_rows, timeframe_ms
-from botter.dataset import CLASS_NAMES
+from botter.data.candles import from_rows
+from botter.inference import Predictor
 from botter.paper.broker import Broker
 from botter.paper.ledger import Ledger, State, Step
-from botter.render import lookback, render
 from botter.signals import positions
-from botter.train import predict
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +28,18 @@ log = logging.getLogger(__name__)
 class Trader:
     """Decides on each closed candle with a trained model and trades the decision on paper.
 
-    model, info: `botter.train.load_model(run_dir)` (info holds render, window, classes, timeframe).
-    broker: the paper account, already in the state the ledger records (see `resume`).
-    signals: keyword arguments of botter.signals.positions (threshold_up, threshold_down,
-    long_only, min_hold). decisions: the ledger's decisions so far (the signal rule reads the whole
-    probability history); state: the ledger's last candle, whose target is still to be filled.
+    predictor: the run's model (botter.inference.load). broker: the paper account, already in the
+    state the ledger records (see `resume`). signals: keyword arguments of botter.signals.positions
+    (threshold_up, threshold_down, long_only, min_hold). decisions: the ledger's decisions so far
+    (the signal rule reads the whole probability history); state: the ledger's last candle, whose
+    target is still to be filled.
     """
 
-    def __init__(self, model, info: dict, broker: Broker, signals: dict, *,
+    def __init__(self, predictor: Predictor, broker: Broker, signals: dict, *,
                  decisions: pd.DataFrame | None = None, state: State | None = None):
-        self.model, self.broker, self.signals = model, broker, dict(signals)
-        self.render = dict(info["render"])
-        self.window = int(info["window"])
-        self.columns = [f"p_{name}" for name in CLASS_NAMES[int(info["classes"])]]
-        self.lookback = lookback(self.window, self.render.get("ma"))
-        self.span_ms = (self.lookback - 1) * timeframe_ms(info["timeframe"])
+        self.predictor, self.broker, self.signals = predictor, broker, dict(signals)
+        self.columns = predictor.columns
+        self.lookback = predictor.lookback
         # Candles decided without a chart (NULL probabilities) are not in the history the signal
         # rule reads, as the backtest reads only candles with a prediction: min_hold counts the same.
         asked = None if decisions is None else decisions.dropna(subset=["p_up", "p_down"])
@@ -52,16 +47,16 @@ class Trader:
         self.p_down = [] if asked is None else asked["p_down"].astype(float).tolist()
         self.pending = None if state is None else (state.time, state.target)
 
-    def probabilities(self, candles: pd.DataFrame) -> dict:
-        """The model's class probabilities for the window ending at the last of `candles`."""
-        images = render(candles, self.window, ends=[len(candles) - 1], **self.render)  # (1, C, H, W)
-        p = predict(self.model, images)[0]  # (classes,)
+    def probabilities(self, rows) -> dict | None:
+        """The model's class probabilities for the chart ending at the last of `rows`, by the
+        dataset's own rule and the run's numeric path; None where no chart ends there (its
+        `lookback` candles are not consecutive in the market's trading time)."""
+        candles = from_rows(list(rows)[-self.lookback:])
+        windows = self.predictor.windows({"paper": candles}, allow_empty=True)
+        if not len(windows) or windows.ends[-1] != len(candles) - 1:
+            return None
+        p = self.predictor.probabilities(windows.take([-1]))[0]  # (classes,)
         return {c: float(v) for c, v in zip(self.columns, p)}
-
-    def charted(self, rows) -> bool:
-        """Whether the last `lookback` of `rows` are consecutive candles: the chart the model was
-        trained on (botter.dataset.window_ends never makes one across a gap)."""
-        return len(rows) >= self.lookback and rows[-1][0] - rows[-self.lookback][0] == self.span_ms
 
     def step(self, rows) -> Step:
         """Trade the close of the last of `rows`: ccxt rows [open time ms, open, high, low, close,
@@ -73,8 +68,8 @@ class Trader:
         if self.pending is not None:
             order_time, target = self.pending
             fill = self.broker.execute(target, o, time=t, order_time=order_time)
-        if self.charted(rows):
-            probs = self.probabilities(from_rows(list(rows)[-self.lookback:]))
+        probs = self.probabilities(rows)
+        if probs is not None:
             self.p_up.append(probs["p_up"])
             self.p_down.append(probs["p_down"])
             target = int(positions(np.array(self.p_up), np.array(self.p_down), **self.signals)[-1])
@@ -86,7 +81,7 @@ class Trader:
                     equity=b.equity(c), probs=probs, target=target)
 
 
-def resume(ledger: Ledger, model, info: dict, *, signals: dict, cash: float, fee: float,
+def resume(ledger: Ledger, predictor: Predictor, *, signals: dict, cash: float, fee: float,
            slippage_bps: float, size: float) -> Trader:
     """A Trader in the state the ledger left (a fresh account of `cash` for an empty ledger)."""
     state = ledger.state()
@@ -94,7 +89,7 @@ def resume(ledger: Ledger, model, info: dict, *, signals: dict, cash: float, fee
     if state is not None:
         broker = Broker(cash=state.cash, fee=fee, slippage_bps=slippage_bps, size=size,
                         position=state.position, side=state.side)
-    return Trader(model, info, broker, signals, decisions=ledger.table("decisions"), state=state)
+    return Trader(predictor, broker, signals, decisions=ledger.table("decisions"), state=state)
 
 
 def run(feed, trader: Trader, ledger: Ledger, *, stop: threading.Event | None = None) -> int:

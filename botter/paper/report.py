@@ -23,6 +23,7 @@ def summary(ledger: Ledger) -> pd.Series:
     return pd.Series({
         "Symbol": f"{meta['symbol']} {meta['timeframe']}",
         "Feed": meta["feed"],
+        "Sample": meta.get("sample", "out-of-sample"),
         "First candle": bars["time"].iloc[0],
         "Last candle": bars["time"].iloc[-1],
         "Candles": len(bars),

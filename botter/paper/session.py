@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
+from botter import inference
 from botter.data import load
+from botter.data.candles import between, to_ms
 from botter.data.fetch import make_exchange
 from botter.errors import BotterError
+from botter.paper import loop
 from botter.paper.feeds import Poll, Replay
 from botter.paper.ledger import Ledger
-from botter.paper.loop import resume, run
 from botter.paper.report import plot_equity, summary
-from botter.train import load_model
+from botter.runs import Run, open_run
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +36,19 @@ def paper_dir(run_dir, name: str) -> Path:
     return Path(run_dir) / "paper" / name
 
 
-def run_config(run_dir) -> dict:
-    """The resolved config a botter-train run saved (config.yaml)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise BotterError(f"{path} does not exist: pass run_dir= the folder of a finished botter-train run")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-
-
-def test_period(run_dir, symbol: str, candles: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """First and last candle (inclusive) to replay for the run's test split of `symbol`: its first
-    test decision up to the candle that fills its last one."""
-    path = Path(run_dir) / "predictions.parquet"
-    if not path.exists():
-        raise BotterError(f"{path} does not exist: give feed.start= and feed.end= to choose the period")
-    times = pd.read_parquet(path, columns=["time", "symbol"]).query("symbol == @symbol")["time"]
-    if times.empty:
-        raise BotterError(f"the run has no test predictions for {symbol}: give feed.start= (and feed.end=)")
-    last = candles.index.searchsorted(times.max())
-    return times.min(), candles.index[min(last + 1, len(candles) - 1)]
+def replay_period(run: Run, symbol: str, candles: pd.DataFrame, start=None, end=None) -> tuple:
+    """First and last candle (inclusive) to replay. Without start, the run's test period of
+    `symbol` (out of sample): from its first test decision, up to `end` or to the candle that fills
+    its last test decision."""
+    if start is not None:
+        return start, end
+    test = run.test_period(symbol)
+    if test is None:
+        raise BotterError(f"the run has no test period for {symbol}: give feed.start= (and feed.end=)")
+    if end is None:
+        last = candles.index.searchsorted(test[1])
+        end = candles.index[min(last + 1, len(candles) - 1)]
+    return test[0], end
 
 
 @contextmanager
@@ -107,38 +102,51 @@ def torch_threads(n: int | None):
 
 
 def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None = None,
-          exchange: dict | None = None, data_dir=None, threads: int | None = 1, progress: bool = True) -> pd.Series:
+          exchange: dict | None = None, data_dir=None, threads: int | None = 1, progress: bool = True,
+          allow_in_sample: bool = False) -> pd.Series:
     """Paper-trade the run's model on `feed` until it ends or SIGINT/SIGTERM; returns the summary.
 
     feed: the feed config ({"name": "replay", source, start, end, pace} or {"name": "ccxt", poll_s, ...}).
     backtest: the backtest settings (cash, fee, slippage_bps, size and the signal thresholds).
     exchange: {"id", "ccxt_config", "sandbox"} for the ccxt feed. data_dir: the candle store.
-    threads: torch threads for the decisions (None: torch's default).
+    threads: torch threads for the decisions (None: torch's default). A replay over candles the
+    model was fitted or early-stopped on is refused unless allow_in_sample (then marked IN-SAMPLE).
     Started again with the same name, it resumes after the last candle in the ledger.
     """
-    cfg = run_config(run_dir)
-    model, info = load_model(run_dir, device="cpu")
-    symbol = symbol or cfg["data"]["symbols"][0]
+    run = open_run(run_dir)
+    predictor = inference.load(run)
+    info = predictor.info
+    symbol = symbol or run.symbols[0]
     signals = {k: backtest[k] for k in SIGNAL_KEYS}
     costs = {k: backtest[k] for k in COST_KEYS}
+    candle_feed = None
+    if feed["name"] == "replay":
+        d = run.config["data"]
+        if feed.get("source") in (None, d["source"]):  # the candles the run was made from
+            candles = load(d["source"], [symbol], d["timeframe"], exchange=d["exchange"], data_dir=data_dir,
+                           **d.get("params", {}))[symbol]
+        else:
+            candles = load(feed["source"], [symbol], d["timeframe"], data_dir=data_dir,
+                           exchange=(exchange or {}).get("id", d["exchange"]))[symbol]
+        start, end = replay_period(run, symbol, candles, feed["start"], feed["end"])
+        span = between(candles, start, None if end is None else pd.Timestamp(to_ms(end) + 1, unit="ms", tz="UTC"))
+        if span.empty:
+            raise BotterError(f"no {symbol} candle between feed.start={start} and feed.end={end}: pick dates "
+                              f"inside {candles.index[0]} .. {candles.index[-1]}")
+        decisions = (span.index[0], span.index[-1])
+    elif feed["name"] == "ccxt":
+        decisions = (pd.Timestamp.now(tz="UTC"), pd.Timestamp.now(tz="UTC"))
+    else:
+        raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
+    in_sample = run.guard({symbol: decisions}, allow=allow_in_sample, what="this paper run")
     meta = {"symbol": symbol, "timeframe": info["timeframe"], "feed": feed["name"],
             "model_sha256": hashlib.sha256((Path(run_dir) / "model.pt").read_bytes()).hexdigest(),
-            **costs, **signals}
+            "sample": "IN-SAMPLE" if in_sample else "out-of-sample", **costs, **signals}
     folder = paper_dir(run_dir, name)
     with Ledger(folder / "ledger.sqlite", meta) as ledger, stop_on_signals() as stop, torch_threads(threads), \
             log_to(folder / "paper.log"):
-        trader = resume(ledger, model, info, signals=signals, **costs)
+        trader = loop.resume(ledger, predictor, signals=signals, **costs)
         if feed["name"] == "replay":
-            d = cfg["data"]
-            if feed.get("source") in (None, d["source"]):  # the candles the run was made from
-                candles = load(d["source"], [symbol], d["timeframe"], exchange=d["exchange"], data_dir=data_dir,
-                               **d.get("params", {}))[symbol]
-            else:
-                candles = load(feed["source"], [symbol], d["timeframe"], data_dir=data_dir,
-                               exchange=(exchange or {}).get("id", d["exchange"]))[symbol]
-            start, end = feed["start"], feed["end"]
-            if start is None and end is None:
-                start, end = test_period(run_dir, symbol, candles)
             candle_feed = Replay(candles, start=start, end=end, pace=feed["pace"], stop=stop, progress=progress)
         elif feed["name"] == "ccxt":
             exchange = exchange or {}
@@ -149,12 +157,10 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None 
             ex.apiKey = ex.secret = ex.password = ""
             candle_feed = Poll(ex, symbol, info["timeframe"], stop=stop,
                           **{k: feed[k] for k in ("poll_s", "retry_s", "max_retry_s", "start_tries", "stale_after")})
-        else:
-            raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
         state = ledger.state()
         log.info("paper run %s: %s %s on the %s feed, %s", folder, symbol, info["timeframe"], feed["name"],
                  "new" if state is None else f"resuming after {pd.Timestamp(state.time, unit='ms', tz='UTC')}")
-        n = run(candle_feed, trader, ledger, stop=stop)
+        n = loop.run(candle_feed, trader, ledger, stop=stop)
         log.info("%d candles traded", n)
         return summary(ledger)
 

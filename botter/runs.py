@@ -1,0 +1,207 @@
+"""The run folder: the one module that writes and reads it.
+
+A run folder (botter-train's; botter-walkforward's adds its folds) holds:
+
+    config.yaml          the resolved config it was made with
+    run.json             what it is: kind, status (running / complete), symbols, timeframe, market
+                         hours, the periods per symbol it was fitted on (train) and early-stopped
+                         on (val), its test periods, and how its predictions were computed
+    model.pt             the model(s): plain tensors and numbers, loaded without running any code
+    predictions.parquet  time, symbol, p_<class>..., label (<NA> where unknown)
+    metrics.json         test metrics, baselines and their intervals
+    last.pt, best.pt     training checkpoints (resume)
+    backtest/            the report botter-train wrote; backtests/<name>/ the ones botter-backtest did
+    paper/<name>/        paper runs of its model
+
+A run is complete once run.json says so, written last: a run that failed or was killed is never
+taken for a finished one. Loading never executes code from the folder (`torch.load(...,
+weights_only=True)`), so a run folder someone sent you is safe to open.
+"""
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from botter.atomic import atomic_path
+from botter.data.candles import to_ms
+from botter.errors import BotterError
+
+FORMAT = 1  # of model.pt and run.json; bumped when either changes shape
+
+
+def start(path, config: dict, *, kind: str = "train", **meta) -> Path:
+    """Begin a run in folder `path`: write config.yaml and run.json (status running)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / "config.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    _write_meta(path, {"format": FORMAT, "kind": kind, "status": "running", "started": _now(), **meta})
+    return path
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_meta(path: Path, meta: dict) -> None:
+    with atomic_path(path / "run.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+
+
+def save_model(path, *, state_dicts: list[dict], model_kwargs: dict, info: dict) -> None:
+    """Write model.pt: the members' weights (one for a single model), how to build them, and what
+    they read (info: render, window, horizon, classes, timeframe, hours, flat_threshold)."""
+    save_checkpoint(Path(path) / "model.pt", {"format": FORMAT, "state_dicts": state_dicts,
+                                              "model_kwargs": model_kwargs, "info": info})
+
+
+def save_checkpoint(path, obj: dict) -> None:
+    """torch.save `obj` (tensors, numbers, strings, lists and dicts only) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A checkpoint or model file, loaded without executing code (weights_only=True).
+
+    A crafted pickle, a truncated or garbage file: BotterError naming the file and what to do.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise BotterError(f"{path} does not exist") from None
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # it names a function or class to call: what a crafted file does
+            raise BotterError(f"{path} holds more than plain tensors and numbers, so it was not loaded (loading it "
+                              "could run code from it): use only run folders made by botter") from e
+        raise BotterError(f"{path} is truncated or not a torch file (unreadable pickle): delete it and train "
+                          "again (or restore it from a copy)") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise BotterError(f"{path} is truncated or not a torch file ({type(e).__name__}): delete it and "
+                          "train again (or restore it from a copy)") from e
+
+
+def finish(path, *, predictions: pd.DataFrame, metrics: dict, **meta) -> None:
+    """Write predictions.parquet and metrics.json, then mark the run complete in run.json with
+    `meta` (periods, symbols, timeframe, hours, precision, ...) added."""
+    path = Path(path)
+    with atomic_path(path / "predictions.parquet") as tmp:
+        predictions.to_parquet(tmp, index=False)
+    with atomic_path(path / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
+    done = {**read_meta(path), **meta, "status": "complete", "finished": _now()}
+    _write_meta(path, done)
+
+
+def read_meta(path) -> dict:
+    """run.json of the folder `path` ({} where there is none)."""
+    f = Path(path) / "run.json"
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BotterError(f"{f} is not valid JSON ({e}): the run folder is damaged") from e
+
+
+@dataclass
+class Run:
+    """A finished run folder, opened with `open_run`.
+
+    meta: run.json. config: config.yaml (resolved). periods: {symbol: {"train": [start, end],
+    "val": [...], "test": [...]}} with ISO times (UTC).
+    """
+
+    path: Path
+    meta: dict
+    config: dict
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def timeframe(self) -> str:
+        return self.meta["timeframe"]
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self.meta["symbols"])
+
+    @property
+    def periods(self) -> dict:
+        return self.meta["periods"]
+
+    def predictions(self) -> pd.DataFrame:
+        """predictions.parquet: time (UTC), symbol, p_<class>..., label (<NA> where unknown)."""
+        return pd.read_parquet(self.path / "predictions.parquet")
+
+    def model(self) -> dict:
+        """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load)."""
+        return load_checkpoint(self.path / "model.pt")
+
+    def fitted(self, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """The period of `symbol` the model was fitted and early-stopped on (from its first train
+        decision to the last candle its validation labels read), or None for a symbol it never saw."""
+        spans = self.periods.get(symbol, {})
+        seen = [spans[k] for k in ("train", "val") if k in spans]
+        if not seen:
+            return None
+        return pd.Timestamp(min(s[0] for s in seen)), pd.Timestamp(max(s[1] for s in seen))
+
+    def test_period(self, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """First and last test decision time of `symbol`, or None."""
+        span = self.periods.get(symbol, {}).get("test")
+        return None if span is None else (pd.Timestamp(span[0]), pd.Timestamp(span[1]))
+
+    def in_sample(self, decisions: dict) -> list[str]:
+        """Which of `decisions` ({symbol: (first, last) decision time}) overlap what the model was
+        fitted or early-stopped on: one line per symbol that does, empty when all are out of sample."""
+        lines = []
+        for symbol, (first, last) in decisions.items():
+            span = self.fitted(symbol)
+            if span is None:
+                continue
+            first, last = (pd.Timestamp(to_ms(t), unit="ms", tz="UTC") for t in (first, last))
+            if first < span[1] and last >= span[0]:  # the last label reads the open of span[1]: known at a decision there
+                lines.append(f"{symbol} {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} overlaps its training "
+                             f"period {span[0]:%Y-%m-%d %H:%M} .. {span[1]:%Y-%m-%d %H:%M}")
+        return lines
+
+    def guard(self, decisions: dict, *, allow: bool, what: str) -> bool:
+        """Refuse `what` (a backtest, a paper run) over `decisions` that overlap the training periods
+        unless `allow`; returns whether it is in-sample."""
+        lines = self.in_sample(decisions)
+        if lines and not allow:
+            raise BotterError(f"{what} would be in-sample: {'; '.join(lines)}. Pick a period after it (the run's "
+                              "test period is out of sample), or pass allow_in_sample=true to run it anyway, "
+                              "marked IN-SAMPLE")
+        return bool(lines)
+
+
+def open_run(path) -> Run:
+    """Open a finished run folder (a botter-train or botter-walkforward output); BotterError, with
+    what to do, for anything else."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BotterError(f"{path} is not a folder: pass run_dir=<the folder of a botter-train run>")
+    meta = read_meta(path)
+    if not meta:
+        raise BotterError(f"{path} is not a run folder of this botter version (it has no run.json): pass the "
+                          "folder a botter-train run printed, or train again")
+    if meta.get("status") != "complete":
+        raise BotterError(f"{path} is a run that did not finish (status {meta.get('status')!r}): resume it "
+                          f"(botter-train hydra.run.dir={path} trainer.resume=true) or use another run")
+    if meta.get("format") != FORMAT:
+        raise BotterError(f"{path} was written in run format {meta.get('format')}, this botter reads {FORMAT}: "
+                          "train it again")
+    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
+    return Run(path, meta, config)

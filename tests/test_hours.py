@@ -1,0 +1,79 @@
+"""Market hours: closures (weekends, holidays) are not gaps; real holes in trading hours are."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from botter import dataset
+from botter.data import hours, load_sample
+from botter.errors import BotterError
+
+
+def _ms(index) -> np.ndarray:
+    return pd.DatetimeIndex(index).as_unit("ms").asi8
+
+
+def _weekdays(start="2024-01-01", days=140, holidays=("2024-01-15", "2024-02-19", "2024-03-29")):
+    """Daily open times of a market trading Monday to Friday, with a few holidays."""
+    index = pd.date_range(start, periods=days, freq="D", tz="UTC")
+    index = index[index.day_of_week < 5]
+    return index.drop(pd.DatetimeIndex(holidays, tz="UTC"))
+
+
+def _fx(start="2024-01-07 22:00", hours_=24 * 7 * 6):
+    """Hourly open times of a market open from Sunday 22:00 to Friday 22:00 UTC."""
+    index = pd.date_range(start, periods=hours_, freq="h", tz="UTC")
+    minute = index.day_of_week * 1440 + index.hour * 60
+    return index[(minute < 4 * 1440 + 22 * 60) | (minute >= 6 * 1440 + 22 * 60)]
+
+
+def test_crypto_never_closes():
+    assert hours.learn(load_sample("XMR/BTC").index, "5m") is None  # its two gaps do not make a closure
+
+
+def test_daily_stock_hours_are_monday_to_friday():
+    assert hours.learn(_weekdays(), "1d") == [[0, 7200]]
+    assert hours.describe([[0, 7200]]).startswith("open Mon 00:00 - Sat 00:00 UTC")
+
+
+def test_fx_hours_and_a_stray_candle():
+    index = _fx()
+    stray = pd.DatetimeIndex(["2024-01-13 12:00"], tz="UTC")  # one Saturday candle does not open Saturdays
+    assert hours.learn(index.append(stray).sort_values(), "1h") == [[0, 4 * 1440 + 22 * 60], [6 * 1440 + 22 * 60, 10080]]
+
+
+def test_weekends_and_holidays_are_closures_a_missing_trading_day_hour_is_a_gap():
+    daily = _weekdays()
+    pos = hours.positions(_ms(daily), "1d", [[0, 7200]])
+    assert (np.diff(pos) == 1).all()  # every trading day follows the one before, holidays and weekends skipped
+    fx = _fx()
+    h = hours.learn(fx, "1h")
+    assert (np.diff(hours.positions(_ms(fx), "1h", h)) == 1).all()
+    christmas = fx[fx.normalize() != pd.Timestamp("2024-01-10", tz="UTC")]  # a whole trading day closed
+    assert (np.diff(hours.positions(_ms(christmas), "1h", h)) == 1).all()
+    holed = fx.drop(pd.Timestamp("2024-01-10 10:00", tz="UTC"))  # one hour missing on a trading day
+    steps = np.diff(hours.positions(_ms(holed), "1h", h))
+    assert sorted(set(steps)) == [1, 2] and (steps == 2).sum() == 1
+    assert (np.diff(hours.positions(_ms(fx), "1h", None)) > 1).sum() == 5  # without hours: every weekend a gap
+
+
+def test_daily_stock_candles_give_windows_with_the_default_window():
+    index = _weekdays(days=400)
+    opens = np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, len(index))))
+    close = np.r_[opens[1:], opens[-1]]
+    df = pd.DataFrame({"open": opens, "high": np.maximum(opens, close) * 1.01, "low": np.minimum(opens, close) * 0.99,
+                       "close": close, "volume": np.ones(len(index))}, index=index.rename("time"))
+    render = {"name": "ohlc", "height": 64, "width": 60, "channels": 1, "ma": 20, "volume": True}
+    kw = {"window": 20, "horizon": 5, "classes": 2, "timeframe": "1d", "render": render, "progress": False}
+    w = dataset.build({"SPY/USD": df}, hours=hours.learn(df.index, "1d"), **kw)
+    assert len(w) == len(df) - 39 + 1 and (w.labels >= 0).sum() == len(w) - 5 - 1
+    with pytest.raises(BotterError, match="no run of 39 consecutive candles"):
+        dataset.build({"SPY/USD": df}, hours=None, **kw)  # as if it never closed: every weekend a gap
+
+
+def test_bad_hours_say_how_to_write_them():
+    assert hours.check("always") is None
+    with pytest.raises(BotterError, match="auto, always or a list"):
+        hours.check("weekdays")
+    with pytest.raises(BotterError, match="0 <= start < end <= 10080"):
+        hours.check([[7200, 100]])
