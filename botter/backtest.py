@@ -88,8 +88,8 @@ def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, 
 
     candles: a candles frame (UTC open-time index; `open` and `close` are used).
     target: one value in {-1, 0, 1} per candle, decided at that candle's close (botter.signals).
-    fee: taker fee per side as a fraction; slippage_bps: basis points; size: fraction of equity per
-    position, in (0, 1]; cash: starting equity in quote currency.
+    fee: taker fee per side as a fraction; slippage_bps: basis points; size: fraction of equity a
+    position and its entry fee take, in (0, 1]; cash: starting equity in quote currency.
     """
     check_costs(fee, slippage_bps, size, cash)
     if not isinstance(candles.index, pd.DatetimeIndex) or len(candles) < 2:
