@@ -1,21 +1,29 @@
 """Vectorised backtest: target positions -> next-open fills, fees, equity, trades and statistics.
 
-The rules (the paper broker follows the same ones by importing `fill`):
+The rules (the paper broker follows the same ones by importing `fill`; they are backtesting.py's
+with exclusive orders, tested against it in tests/test_stats.py):
 
 - A target decided at the close of candle t is filled at the OPEN of candle t+1. The last candle's
   target is never filled; a position still open at the end is closed at the last CLOSE, so that the
-  final equity is cash and every unit of PnL belongs to a trade.
+  final equity is cash.
 - `fill(side, price, quantity, fee=, slippage_bps=)` is the whole fill rule: a buy (side +1) pays
   `price * (1 + slippage_bps / 10_000)`, a sell (side -1) gets `price * (1 - slippage_bps / 10_000)`
   (slippage always against the trader), and the fee is `fee * |quantity| * fill price`, in quote
   currency, charged on every side (entry and exit).
-- A position is sized at entry as a fraction `size` of the equity at that moment (which, since a
-  position is closed before the next one opens, is the cash): quantity = size * side * cash /
-  fill price. The quantity is then held unchanged until the target changes; any change of target
-  closes the position and, if the new target is not flat, opens a new one at the same open.
+- A position is sized at entry so that it and its entry fee take a fraction `size` of the equity at
+  that moment (which, since a position is closed before the next one opens, is the cash): quantity =
+  size * side * cash / (fill price * (1 + fee)), backtesting.py's sizing without its rounding down to
+  whole units; at size 1 a long leaves no cash, never less. The quantity is then held unchanged until
+  the target changes; any change of target closes the position and, if the new target is not flat,
+  opens a new one at the same open.
 - Equity is marked at each candle's close: cash + quantity * close.
-- An account whose equity after a trade is zero or less (a short can lose more than everything) is
-  ruined: it opens no further position.
+- Ruin: at the first candle whose marked equity is <= 0 (a short can lose more than everything, a
+  gap can close a trade below zero) the position is closed at that candle's close and the account
+  stops: equity is 0 from that candle on and nothing more trades (backtesting.py's rule; the loss
+  beyond the equity stays in that trade's PnL). A close-out at the end that leaves <= 0 shows 0 too.
+- A trade's ExitTime is the open time of the candle it was closed in (ExitBar): at its open on a
+  change of target, at its close at the end or on ruin; ExitReason says which ("target", "end",
+  "ruin").
 
 `backtest` computes this without a loop over candles: the equity at each trade's entry is the
 cumulative product of the per-trade growth factors, and every candle inside a trade is a linear
@@ -36,7 +44,8 @@ from botter.signals import positions
 from botter.stats import compute_stats
 
 TRADE_COLUMNS = ["EntryTime", "ExitTime", "Duration", "Side", "Size", "EntryPrice", "ExitPrice",
-                 "Fees", "PnL", "Return [%]", "EntryBar", "ExitBar"]
+                 "Fees", "PnL", "Return [%]", "EntryBar", "ExitBar", "ExitReason"]
+EXIT_REASONS = np.array(["target", "end", "ruin"])  # ExitReason by code 0, 1, 2
 
 
 @dataclass
@@ -47,8 +56,9 @@ class Result:
     buy_hold: the same cash held in the asset(s) from the first close, for comparison.
     trades: one row per trade, columns TRADE_COLUMNS (Size: signed quantity in base units; prices
         are fill prices; Fees and PnL in quote currency, PnL after fees; Return [%] is PnL over the
-        entry notional; EntryBar/ExitBar are candle positions, ExitBar is the last candle for a
-        trade closed at the end).
+        entry notional; EntryBar/ExitBar are the candle positions of the entry and of the candle
+        the trade was closed in, EntryTime/ExitTime their open times; ExitReason: "target" (closed
+        at an open by a change of target), "end" (at the last close), "ruin" (see the rules)).
     stats: pandas Series with labelled keys and units (see botter.stats.compute_stats).
     """
 
@@ -78,8 +88,8 @@ def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, 
 
     candles: a candles frame (UTC open-time index; `open` and `close` are used).
     target: one value in {-1, 0, 1} per candle, decided at that candle's close (botter.signals).
-    fee: taker fee per side as a fraction; slippage_bps: basis points; size: fraction of equity per
-    position, in (0, 1]; cash: starting equity in quote currency.
+    fee: taker fee per side as a fraction; slippage_bps: basis points; size: fraction of equity a
+    position and its entry fee take, in (0, 1]; cash: starting equity in quote currency.
     """
     check_costs(fee, slippage_bps, size, cash)
     if not isinstance(candles.index, pd.DatetimeIndex) or len(candles) < 2:
@@ -97,12 +107,11 @@ def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, 
     equity_values, t = _simulate(o, c, held, fee=fee, slippage_bps=slippage_bps, size=size, cash=cash)
 
     index = candles.index
-    bar = _bar_duration(index)
-    exit_time = index[t["exit_bar"]].where(~t["at_end"], index[-1] + bar)
+    entry, exit_ = index[t["entry_bar"]], index[t["exit_bar"]]
     trades = pd.DataFrame({
-        "EntryTime": index[t["entry_bar"]],
-        "ExitTime": exit_time,
-        "Duration": exit_time - index[t["entry_bar"]],
+        "EntryTime": entry,
+        "ExitTime": exit_,
+        "Duration": exit_ - entry,
         "Side": held[t["entry_bar"]],
         "Size": t["size"],
         "EntryPrice": t["entry_price"],
@@ -112,15 +121,43 @@ def backtest(candles: pd.DataFrame, target, *, fee: float, slippage_bps: float, 
         "Return [%]": t["pnl"] / (np.abs(t["size"]) * t["entry_price"]) * 100,
         "EntryBar": t["entry_bar"],
         "ExitBar": t["exit_bar"],
+        "ExitReason": EXIT_REASONS[t["reason"]],
     })
     equity = pd.Series(equity_values, index=index, name="Equity")
     buy_hold = pd.Series(cash * c / c[0], index=index, name="Buy & Hold")
-    stats = compute_stats(equity, trades, buy_hold, in_market=held != 0, bar=bar)
-    return Result(equity, buy_hold, trades, stats)
+    return Result(equity, buy_hold, trades, compute_stats(equity, trades, buy_hold))
 
 
 def _simulate(o, c, held, *, fee, slippage_bps, size, cash) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Equity per candle and per-trade arrays, from the position held during each candle (held[0] = 0).
+    """Equity per candle and per-trade arrays, from the position held during each candle (held[0] = 0),
+    ruin included: `_curve` without the rule, then once more on the candles up to the ruin."""
+    n = len(c)
+    costs = {"fee": fee, "slippage_bps": slippage_bps, "size": size, "cash": cash}
+    with np.errstate(all="ignore"):  # past a ruinous trade the trades are sized on <= 0: discarded below
+        marked, after, t = _curve(o, c, held, **costs)
+    # The curve is exact up to the exit of the first trade that leaves equity <= 0 (nothing may open
+    # there); the ruin candle is the first marked <= 0 before it, else that exit, else none (n).
+    broke = np.flatnonzero(after[1:] <= 0)
+    bound = t["ends"][broke[0]] if len(broke) else n
+    below = np.flatnonzero(marked[:bound] <= 0)
+    ruin = below[0] if len(below) else bound
+    if ruin == n:
+        marked[-1] = max(after[-1], 0.0)  # the close-out at the end
+        t["reason"] = t.pop("at_end").astype(np.int8)
+        return marked, t
+    held = held[:ruin + 1].copy()
+    if ruin == bound:
+        held[ruin] = 0  # closed at this open with nothing left: no position opens
+    marked, _, t = _curve(o[:ruin + 1], c[:ruin + 1], held, **costs)  # closes what is held at the ruin close
+    equity = np.zeros(n)
+    equity[:ruin] = marked[:ruin]
+    t["reason"] = t.pop("at_end") * np.int8(2)
+    return equity, t
+
+
+def _curve(o, c, held, *, fee, slippage_bps, size, cash) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The rules without ruin: equity marked at each close (the last one before the close-out at the
+    end), equity after each trade (T+1,), and per-trade arrays.
 
     The candles split into segments of constant position; in each, equity = A + B * close, with
     A and B fixed by the trade (B = its quantity) or, when flat, by the equity after the trades
@@ -138,16 +175,11 @@ def _simulate(o, c, held, *, fee, slippage_bps, size, cash) -> tuple[np.ndarray,
     entry_price, _ = fill(side, o[starts], 0.0, fee=fee, slippage_bps=slippage_bps)
     exit_price, _ = fill(-side, exit_ref, 0.0, fee=fee, slippage_bps=slippage_bps)
     # Per unit of equity at entry: quantity, both fees, and the growth factor of the trade.
-    q1 = size * side / entry_price
+    q1 = size * side / (entry_price * (1 + fee))
     fee_in1 = fill(side, o[starts], q1, fee=fee, slippage_bps=slippage_bps)[1]
     fee_out1 = fill(-side, exit_ref, q1, fee=fee, slippage_bps=slippage_bps)[1]
     growth = 1 + q1 * (exit_price - entry_price) - fee_in1 - fee_out1
     after = cash * np.concatenate([[1.0], np.cumprod(growth)])  # (T+1,) equity after k trades
-    ruined = np.flatnonzero(after[1:] <= 0)
-    if len(ruined) and ruined[0] < len(starts) - 1:  # no position opens once the account is wiped out
-        held = held.copy()
-        held[ends[ruined[0]]:] = 0
-        return _simulate(o, c, held, fee=fee, slippage_bps=slippage_bps, size=size, cash=cash)
     start_equity = after[:-1]
     qty = q1 * start_equity
 
@@ -158,13 +190,12 @@ def _simulate(o, c, held, *, fee, slippage_bps, size, cash) -> tuple[np.ndarray,
     equity = np.repeat(b, lens)  # (n,) in place from here: this is the hot part
     equity *= c
     equity += np.repeat(a, lens)
-    equity[-1] = after[-1]  # a trade still open is closed at the last close: that candle shows cash
     trades = {
-        "entry_bar": starts, "exit_bar": np.minimum(ends, n - 1), "at_end": at_end, "size": qty,
-        "entry_price": entry_price, "exit_price": exit_price,
+        "entry_bar": starts, "exit_bar": np.minimum(ends, n - 1), "ends": ends, "at_end": at_end,
+        "size": qty, "entry_price": entry_price, "exit_price": exit_price,
         "fees": (fee_in1 + fee_out1) * start_equity, "pnl": after[1:] - start_equity,
     }
-    return equity, trades
+    return equity, after, trades
 
 
 def backtest_predictions(predictions: pd.DataFrame, candles: dict[str, pd.DataFrame], *,
@@ -212,6 +243,8 @@ def portfolio(results: dict[str, Result]) -> Result:
     """Add per-symbol results (each with its own share of the cash) into one portfolio Result.
 
     Before its first candle and after its last, a symbol counts with its starting and final equity.
+    The statistics are those of the summed equity curve and of all trades (a Symbol column added);
+    a portfolio candle counts as exposed while some symbol's trade is open (entry to exit candle).
     """
     index = pd.DatetimeIndex(sorted(set().union(*(r.equity.index for r in results.values()))))
 
@@ -222,13 +255,7 @@ def portfolio(results: dict[str, Result]) -> Result:
     buy_hold = total(r.buy_hold for r in results.values()).rename("Buy & Hold")
     trades = pd.concat([r.trades.assign(Symbol=s) for s, r in results.items()], ignore_index=True)
     trades = trades.sort_values(["EntryTime", "Symbol"], kind="stable", ignore_index=True)
-    # +1 at each entry, -1 at each exit: a candle is in the market while the running sum is > 0.
-    steps = np.zeros(len(index) + 1)
-    np.add.at(steps, index.searchsorted(trades["EntryTime"]), 1)
-    np.add.at(steps, index.searchsorted(trades["ExitTime"]), -1)
-    in_market = np.cumsum(steps)[:-1] > 0
-    bar = min(_bar_duration(r.equity.index) for r in results.values())
-    return Result(equity, buy_hold, trades, compute_stats(equity, trades, buy_hold, in_market, bar))
+    return Result(equity, buy_hold, trades, compute_stats(equity, trades, buy_hold))
 
 
 def stats_table(results: dict[str, Result], *, sample: str | None = None) -> pd.DataFrame:
@@ -240,18 +267,14 @@ def stats_table(results: dict[str, Result], *, sample: str | None = None) -> pd.
     return pd.concat([pd.DataFrame({name: [sample] for name in results}, index=["Sample"]), table])
 
 
-def _bar_duration(index: pd.DatetimeIndex) -> pd.Timedelta:
-    """The candle timeframe: the smallest step of the index (a gap only makes a step longer)."""
-    return pd.Timedelta(int(np.diff(index.asi8).min()), unit=index.unit)
-
-
-def check_costs(fee, slippage_bps, size, cash) -> None:
-    """Raise BotterError for costs or sizing outside their ranges (the backtest and the paper broker share it)."""
+def check_costs(fee, slippage_bps, size, cash=None) -> None:
+    """Raise BotterError for costs or sizing outside their ranges (the backtest and the paper broker
+    share it). cash: a starting cash, checked when given (a running account's cash is not a setting)."""
     if not 0 <= fee < 1:
         raise BotterError(f"fee={fee} must be a fraction per side in [0, 1) (0.001 = 0.1 %)")
     if slippage_bps < 0:
         raise BotterError(f"slippage_bps={slippage_bps} must be >= 0 (basis points against the trader)")
     if not 0 < size <= 1:
         raise BotterError(f"size={size} must be a fraction of equity in (0, 1]")
-    if not cash > 0:
+    if cash is not None and not cash > 0:
         raise BotterError(f"cash={cash} must be > 0")

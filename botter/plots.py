@@ -18,6 +18,7 @@ from botter.atomic import atomic_path
 from botter.backtest import Result, stats_table
 from botter.data.candles import between
 from botter.errors import BotterError
+from botter.stats import drawdown
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
@@ -86,8 +87,8 @@ def plot_equity(result: Result, path, *, title: str = "") -> None:
 
 def drawdown_panel(ax, equity: pd.Series) -> None:
     """Draw the drawdown [%] of an equity curve on `ax` (the lower panel of an equity figure)."""
-    drawdown = (equity / equity.cummax() - 1) * 100
-    ax.fill_between(drawdown.index, drawdown, 0, color="tab:red", alpha=0.4, lw=0)
+    percent = -drawdown(equity) * 100
+    ax.fill_between(equity.index, percent, 0, color="tab:red", alpha=0.4, lw=0)
     ax.set_ylabel("drawdown [%]")
     ax.grid(alpha=0.3)
 

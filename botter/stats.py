@@ -1,98 +1,177 @@
-"""Backtest statistics in the shape backtesting.py reports them: a pandas Series with labelled keys.
+"""Backtest statistics: a pandas Series with labelled keys, as backtesting.py reports them.
 
-Annualised figures use the candle timeframe and a 365-day year (crypto trades around the clock).
-Percentages are in percent; equity and fees in quote currency; durations are Timedeltas.
+Every key that backtesting.py also reports is computed by its definition (backtesting/_stats.py
+compute_stats, 0.6.6), checked against backtesting.py itself in tests/test_stats.py:
+
+- Return (Ann.), Volatility (Ann.), Sharpe, Sortino, Calmar come from the equity resampled to
+  calendar days (weeks, months or years for candles that long), 252 periods a year when the candles
+  leave out weekends and 365 otherwise; volatility by its compounded-variance formula; no risk-free
+  rate. CAGR counts its years as Duration / 365.25 days. Alpha and Beta regress candle log returns
+  on buy-and-hold's.
+- Exposure Time counts every candle from a trade's entry candle to its exit candle inclusive.
+  Profit Factor and Avg. Trade (a geometric mean, 0 once a trade lost 100 % or more) use the trades'
+  returns, SQN and Kelly their PnL. Durations are rounded up to the unit of the candle timeframe.
+- Drawdowns are negative percentages; a drawdown period runs from a peak to the next candle back at
+  a peak (or to the last candle) and counts only if at least one candle lies between. Where none
+  counts, backtesting.py shows a drawdown depth as its duration; botter shows NaT.
+
+Equity Final and Equity Peak are backtesting.py's Equity Final [$] and Equity Peak [$] (in quote
+currency here). Botter's own figures, names backtesting.py does not use: Fees Paid (backtesting.py
+shows the same sum as Commissions [$]), Turnover [x] and Fees / Gross PnL [%] (see compute_stats).
 """
 
 import numpy as np
 import pandas as pd
 
-YEAR = pd.Timedelta(days=365)
+
+def drawdown(equity) -> np.ndarray:
+    """Drawdown per candle as a fraction >= 0: 1 - equity / its running peak."""
+    eq = np.asarray(equity, dtype=np.float64)
+    return 1 - eq / np.maximum.accumulate(eq)
 
 
-def compute_stats(equity: pd.Series, trades: pd.DataFrame, buy_hold: pd.Series, in_market,
-                  bar: pd.Timedelta) -> pd.Series:
+def max_drawdown(equity) -> float:
+    """Max. Drawdown [%]: the deepest drawdown, as a negative percentage (0 without one)."""
+    return -np.nan_to_num(drawdown(equity).max()) * 100
+
+
+def total_return(values) -> float:
+    """Return [%] of a series from its first to its last value (Return [%], Buy & Hold Return [%])."""
+    v = np.asarray(values, dtype=np.float64)
+    return (v[-1] - v[0]) / v[0] * 100
+
+
+def compute_stats(equity: pd.Series, trades: pd.DataFrame, buy_hold: pd.Series) -> pd.Series:
     """Statistics of one equity curve and its trades.
 
-    equity: equity per candle, marked at the close (the first value is the starting cash).
-    trades: botter.backtest.TRADE_COLUMNS rows. buy_hold: the buy-and-hold equity for comparison.
-    in_market: bool per candle, True while a position is held. bar: the candle timeframe.
+    equity: equity per candle (quote currency), marked at the close, indexed by candle open time;
+    the first value is the starting cash. trades: botter.backtest.TRADE_COLUMNS rows (ExitTime is
+    the open time of the candle the trade was closed in). buy_hold: the buy-and-hold equity on the
+    same index (the market that Alpha, Beta and Buy & Hold Return refer to).
 
-    Return (Ann.) compounds the mean per-candle growth over a year of candles; Volatility (Ann.) is
-    the per-candle standard deviation times sqrt(candles per year); Sharpe = Return (Ann.) /
-    Volatility (Ann.) (no risk-free rate); Sortino uses the downside deviation; Calmar =
-    Return (Ann.) / Max. Drawdown. Drawdowns are negative percentages. Avg. Trade is the geometric
-    mean of trade returns, Expectancy the arithmetic mean; SQN = sqrt(#trades) * mean(PnL) / std(PnL).
+    Botter's own figures:
+    Turnover [x]: notional traded (entries and exits, |Size| x fill price) over the mean equity: about
+        2 for one round trip of the whole account; multiply by the fee to get the fees as a share of equity.
+    Fees / Gross PnL [%]: Fees Paid over the trades' PnL before fees, in percent: how much of the edge
+        costs ate (over 100: costs turned a winning strategy into a losing one). NaN when the trades
+        lost money before fees (there was no edge to eat).
     """
-    eq = equity.to_numpy(np.float64)
     index = equity.index
-    r = eq[1:] / eq[:-1] - 1  # per-candle returns
-    per_year = YEAR / bar
-    total = eq[-1] / eq[0]
-    years = (index[-1] - index[0]) / YEAR
-    with np.errstate(over="ignore"):  # a short, lucky backtest annualises to inf: say so
-        ann_return = total ** (per_year / len(r)) - 1 if total > 0 else -1.0
-        cagr = total ** (1 / years) - 1 if total > 0 and years > 0 else np.nan
-    vol = r.std(ddof=1) * np.sqrt(per_year) if len(r) > 1 else np.nan
-    downside = np.sqrt(np.mean(np.minimum(r, 0) ** 2)) * np.sqrt(per_year)
-    dd = 1 - eq / np.maximum.accumulate(eq)
-    max_dd = dd.max()
-    depth, duration = _drawdowns(dd, index)
+    eq = equity.to_numpy(np.float64)
+    period = pd.Series(index[-100:]).diff().dropna().median()  # the candle timeframe, as backtesting.py infers it
+    dd = drawdown(eq)
+    dd_peaks, dd_durations = _drawdown_periods(dd, index)
+    day_returns, per_year = _period_returns(equity, period)
+    g = _geometric_mean(day_returns)
+    duration = index[-1] - index[0]
+    years = (duration.days + duration.seconds / 86400) / 365.25
+    final = eq[-1]
+    with np.errstate(all="ignore"):  # short or ruined curves: the formulas give inf or NaN, say so
+        ann_return = (1 + g) ** per_year - 1
+        volatility = np.sqrt((day_returns.var(ddof=1) + (1 + g) ** 2) ** per_year - (1 + g) ** (2 * per_year))
+        downside = np.sqrt(np.mean(day_returns.clip(upper=0) ** 2)) * np.sqrt(per_year)
+        sortino = np.float64(ann_return) / downside
+        cagr = (final / eq[0]) ** (1 / years) - 1 if years else np.nan
+        log_eq = np.log(eq[1:] / eq[:-1])
+        bh = buy_hold.to_numpy(np.float64)
+        log_bh = np.log(bh[1:] / bh[:-1])
+        beta = np.nan
+        if len(log_eq) > 1:
+            cov = np.cov(log_eq, log_bh)
+            beta = cov[0, 1] / cov[1, 1]
+    ret, bh_ret, max_dd = total_return(eq), total_return(bh), np.nan_to_num(dd.max())
 
-    pnl = trades["PnL"].to_numpy(np.float64)
-    ret = trades["Return [%]"].to_numpy(np.float64)
+    pnl = trades["PnL"].astype(np.float64)
+    returns = trades["Return [%]"].astype(np.float64) / 100
+    durations = trades["Duration"]
     n = len(trades)
-    gains, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
+    win_rate = (pnl > 0).mean() if n else np.nan
+    fees = trades["Fees"].sum()
+    gross = pnl.sum() + fees
+    notional = (trades["Size"].abs() * (trades["EntryPrice"] + trades["ExitPrice"])).sum()
+    resolution = period.resolution_string
     s = {
         "Start": index[0],
         "End": index[-1],
-        "Duration": index[-1] - index[0],
-        "Exposure Time [%]": np.mean(in_market) * 100,
-        "Equity Final": eq[-1],
+        "Duration": duration,
+        "Exposure Time [%]": _exposed(index, trades).mean() * 100,
+        "Equity Final": final,
         "Equity Peak": eq.max(),
-        "Return [%]": (total - 1) * 100,
-        "Buy & Hold Return [%]": (buy_hold.iloc[-1] / buy_hold.iloc[0] - 1) * 100,
+        "Return [%]": ret,
+        "Buy & Hold Return [%]": bh_ret,
         "Return (Ann.) [%]": ann_return * 100,
-        "Volatility (Ann.) [%]": vol * 100,
+        "Volatility (Ann.) [%]": volatility * 100,
         "CAGR [%]": cagr * 100,
-        "Sharpe Ratio": _ratio(ann_return, vol),
-        "Sortino Ratio": _ratio(ann_return, downside),
-        "Calmar Ratio": _ratio(ann_return, max_dd),
-        "Max. Drawdown [%]": -max_dd * 100,
-        "Avg. Drawdown [%]": -depth.mean() * 100 if len(depth) else np.nan,
-        "Max. Drawdown Duration": duration.max() if len(duration) else pd.NaT,
-        "Avg. Drawdown Duration": duration.mean() if len(duration) else pd.NaT,
+        "Sharpe Ratio": ann_return / (volatility or np.nan),
+        "Sortino Ratio": sortino,
+        "Calmar Ratio": ann_return / (max_dd or np.nan),
+        "Alpha [%]": ret - beta * bh_ret,
+        "Beta": beta,
+        "Max. Drawdown [%]": max_drawdown(eq),
+        "Avg. Drawdown [%]": -dd_peaks.mean() * 100,
+        "Max. Drawdown Duration": _ceil(dd_durations.max(), resolution),
+        "Avg. Drawdown Duration": _ceil(dd_durations.mean(), resolution),
         "# Trades": n,
-        "Win Rate [%]": (pnl > 0).mean() * 100 if n else np.nan,
-        "Best Trade [%]": ret.max() if n else np.nan,
-        "Worst Trade [%]": ret.min() if n else np.nan,
-        "Avg. Trade [%]": _geometric_mean(ret / 100) * 100 if n else np.nan,
-        "Max. Trade Duration": trades["Duration"].max() if n else pd.NaT,
-        "Avg. Trade Duration": trades["Duration"].mean() if n else pd.NaT,
-        "Profit Factor": _ratio(gains, losses) if n else np.nan,
-        "Expectancy [%]": ret.mean() if n else np.nan,
-        "SQN": np.sqrt(n) * pnl.mean() / pnl.std(ddof=1) if n > 1 and pnl.std() > 0 else np.nan,
-        "Fees Paid": trades["Fees"].sum(),
+        "Win Rate [%]": win_rate * 100,
+        "Best Trade [%]": returns.max() * 100,
+        "Worst Trade [%]": returns.min() * 100,
+        "Avg. Trade [%]": _geometric_mean(returns) * 100,
+        "Max. Trade Duration": _ceil(durations.max(), resolution),
+        "Avg. Trade Duration": _ceil(durations.mean(), resolution),
+        "Profit Factor": returns[returns > 0].sum() / (abs(returns[returns < 0].sum()) or np.nan),
+        "Expectancy [%]": returns.mean() * 100,
+        "SQN": np.sqrt(n) * pnl.mean() / (pnl.std() or np.nan),
+        "Kelly Criterion": win_rate - (1 - win_rate) / (pnl[pnl > 0].mean() / -pnl[pnl < 0].mean()),
+        "Fees Paid": fees,
+        "Turnover [x]": notional / eq.mean(),
+        "Fees / Gross PnL [%]": fees / gross * 100 if gross > 0 else np.nan,
     }
     return pd.Series(s, dtype=object)
 
 
-def _geometric_mean(returns: np.ndarray) -> float:
-    """Mean per-trade growth; NaN when a trade lost all of its notional (a short can)."""
-    with np.errstate(invalid="ignore"):
-        return np.exp(np.log1p(returns).mean()) - 1
+def _period_returns(equity: pd.Series, period: pd.Timedelta) -> tuple[pd.Series, int]:
+    """Returns of the equity resampled to days (weeks, months, years for candles that long) and how
+    many such periods make a year: 252 days when the candles leave out weekends, else 365."""
+    index = equity.index
+    days = period.days
+    weekends = index.day_of_week.to_series().between(5, 6).mean() > 2 / 7 * 0.6
+    per_year = {7: 52, 31: 12, 365: 1}.get(days, 365 if weekends else 252)
+    freq = {7: "W", 31: "ME", 365: "YE"}.get(days, "D")
+    return equity.resample(freq).last().dropna().pct_change().dropna(), per_year
 
 
-def _ratio(a: float, b: float) -> float:
-    """a / b, NaN when b is zero or undefined (no risk taken: the ratio says nothing)."""
-    return a / b if b and np.isfinite(b) else np.nan
+def _geometric_mean(returns: pd.Series) -> float:
+    """Mean compounded return; a missing return counts as 0, and any return of -100 % or worse gives 0."""
+    growth = returns.fillna(0).to_numpy(np.float64) + 1
+    if np.any(growth <= 0):
+        return 0.0
+    return np.exp(np.log(growth).sum() / (len(growth) or np.nan)) - 1
 
 
-def _drawdowns(dd: np.ndarray, index: pd.DatetimeIndex) -> tuple[np.ndarray, pd.TimedeltaIndex]:
-    """Depth (fraction) and duration (peak to recovery, or to the end) of every drawdown period."""
-    peaks = np.flatnonzero(dd == 0)  # each peak opens a group: it and the candles below it
-    depth = np.maximum.reduceat(dd, peaks)
-    # A drawdown lasts until the next peak (the recovery candle), or until the last candle.
-    recovery = np.append(peaks[1:], len(dd) - 1)
-    below = depth > 0
-    return depth[below], index[recovery[below]] - index[peaks[below]]
+def _exposed(index: pd.DatetimeIndex, trades: pd.DataFrame) -> np.ndarray:
+    """Bool per candle: some trade was open in it, from its entry candle to its exit candle inclusive."""
+    n = len(index)
+    opened = np.bincount(index.searchsorted(pd.DatetimeIndex(trades["EntryTime"]), side="left"), minlength=n + 1)
+    closed = np.bincount(index.searchsorted(pd.DatetimeIndex(trades["ExitTime"]), side="right"), minlength=n + 1)
+    return np.cumsum(opened - closed)[:-1] > 0
+
+
+def _drawdown_periods(dd: np.ndarray, index: pd.DatetimeIndex) -> tuple[pd.Series, pd.Series]:
+    """Depth (fraction) and duration of each drawdown period: from a candle at a peak to the next one
+    (or to the last candle), when at least one candle lies between them."""
+    ends = np.unique(np.append(np.flatnonzero(dd == 0), len(dd) - 1))
+    start, stop = ends[:-1], ends[1:]
+    keep = stop > start + 1
+    start, stop = start[keep], stop[keep]
+    if not len(start):
+        # backtesting.py then reports the mean of the non-zero drawdowns; no period, no duration
+        return pd.Series(dd[dd > 0]), pd.Series(dtype="timedelta64[ns]")
+    # max over dd[start:stop + 1]: reduceat over interleaved bounds, every other segment
+    bounds = np.ravel(np.column_stack([start, stop + 1]))
+    depth = np.maximum.reduceat(np.append(dd, 0), bounds)[::2]
+    return pd.Series(depth), pd.Series(index[stop] - index[start])
+
+
+def _ceil(value, resolution: str):
+    """A duration rounded up to `resolution` (the unit of the candle timeframe); NaT stays NaT."""
+    return value.ceil(resolution) if isinstance(value, pd.Timedelta) else value

@@ -49,7 +49,9 @@ def main() -> None:
 
     np.testing.assert_allclose(result.equity.to_numpy(), equity, rtol=1e-9)
     got = result.trades[["EntryBar", "Size", "EntryPrice", "ExitBar", "ExitPrice", "Fees", "PnL"]]
-    np.testing.assert_allclose(got.to_numpy(float), np.array(trades, dtype=float), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.to_numpy(float), np.array([t[:7] for t in trades], dtype=float), rtol=1e-9,
+                               atol=1e-12)
+    assert result.trades["ExitReason"].tolist() == [t[7] for t in trades]
     print(f"{n:,} candles, {len(trades):,} trades: engine and reference loop agree "
           f"(equity rtol 1e-9, every trade)")
     print(f"engine          {n / engine_s:14,.0f} candles/s  ({engine_s:.3f} s)")

@@ -14,37 +14,42 @@ from botter.errors import BotterError
 def reference_loop(open_, close, target, *, fee, slippage_bps, size, cash):
     """The executable spec: the backtest rules, one candle at a time (also timed by bench_backtest.py).
 
-    Returns (equity per candle, trades as (entry_bar, exit_bar, quantity, entry_price, exit_price,
-    fees, pnl)).
+    Returns (equity per candle, trades as [entry_bar, quantity, entry_price, exit_bar, exit_price,
+    fees, pnl, exit_reason]).
     """
     n = len(close)
-    equity = np.empty(n)
+    equity = np.zeros(n)  # a ruined account stays at 0
     trades = []
     qty, pos = 0.0, 0
     fees = cash_in = 0.0  # of the open trade: its entry fee and the cash before it
+
+    def close_trade(i, price, reason):
+        nonlocal cash, qty, pos
+        price, f = fill(-pos, price, qty, fee=fee, slippage_bps=slippage_bps)
+        cash += qty * price - f
+        trades[-1] += [i, price, fees + f, cash - cash_in, reason]
+        qty, pos = 0.0, 0
+
     for i in range(n):
         want = target[i - 1] if i else 0  # decided at the close of i-1, filled at the open of i
         if want != pos:
             if pos:
-                price, f = fill(-pos, open_[i], qty, fee=fee, slippage_bps=slippage_bps)
-                cash += qty * price - f
-                trades[-1] += [i, price, fees + f, cash - cash_in]
-                qty = 0.0
-            pos = 0
-            if want and cash > 0:  # a ruined account opens nothing
+                close_trade(i, open_[i], "target")
+            if want and cash > 0:  # closed with nothing left: nothing opens (and the close below ruins)
                 price, _ = fill(want, open_[i], 0.0, fee=fee, slippage_bps=slippage_bps)
-                qty = size * want * cash / price
+                qty = size * want * cash / (price * (1 + fee))
                 _, fees = fill(want, open_[i], qty, fee=fee, slippage_bps=slippage_bps)
                 cash_in = cash
                 cash -= qty * price + fees
                 trades.append([i, qty, price])
                 pos = want
+        if cash + qty * close[i] <= 0:  # ruined: closed out at this close, nothing trades after
+            if pos:
+                close_trade(i, close[i], "ruin")
+            break
         if i == n - 1 and pos:  # still open at the end: closed at the last close
-            price, f = fill(-pos, close[i], qty, fee=fee, slippage_bps=slippage_bps)
-            cash += qty * price - f
-            trades[-1] += [i, price, fees + f, cash - cash_in]
-            qty = 0.0
-        equity[i] = cash + qty * close[i]
+            close_trade(i, close[i], "end")
+        equity[i] = max(cash + qty * close[i], 0.0)  # a close-out at the end can leave <= 0: ruin too
     return equity, trades
 
 
@@ -65,36 +70,40 @@ def test_fill_rule():
 
 def test_long_trade_by_hand():
     df = candles([100, 100, 110, 120], [100, 105, 115, 120])
-    r = backtest(df, [1, 0, 0, 0], **COSTS)
-    # buy 10 at the open of candle 1 (fee 1.0), marked at 105; sell 10 at 110 (fee 1.1)
-    assert r.equity.tolist() == pytest.approx([1000, 1000 - 1000 - 1 + 1050, 1097.9, 1097.9])
+    r = backtest(df, [1, 0, 0, 0], **{**COSTS, "cash": 1001.0})
+    # buy 1001 / (100 * 1.001) = 10 at the open of candle 1: 1000 plus a fee of 1.0 take all the cash;
+    # marked at 105; sell 10 at 110 (fee 1.1)
+    assert r.equity.tolist() == pytest.approx([1001, 1050, 1098.9, 1098.9])
     t = r.trades.iloc[0]
-    assert (t.EntryBar, t.ExitBar, t.Side, t.EntryPrice, t.ExitPrice) == (1, 2, 1, 100, 110)
+    assert (t.EntryBar, t.ExitBar, t.Side, t.EntryPrice, t.ExitPrice, t.ExitReason) == (1, 2, 1, 100, 110, "target")
     assert (t.Size, t.Fees, t.PnL, t["Return [%]"]) == pytest.approx((10, 2.1, 97.9, 9.79))
     assert t.Duration == pd.Timedelta("5min")
     s = r.stats
     assert s["# Trades"] == 1 and s["Win Rate [%]"] == 100
     assert s["Fees Paid"] == pytest.approx(2.1)
-    assert s["Return [%]"] == pytest.approx(9.79)
+    assert s["Return [%]"] == pytest.approx(97.9 / 10.01)
     assert s["Buy & Hold Return [%]"] == pytest.approx(20)
-    assert s["Exposure Time [%]"] == 25
-    assert s["Equity Peak"] == pytest.approx(1097.9)
+    assert s["Exposure Time [%]"] == 50  # the entry candle and the exit candle (closed at its open)
+    assert s["Equity Peak"] == pytest.approx(1098.9)
     assert s["Max. Drawdown [%]"] == 0
+    # 10 bought at 100 and sold at 110 over a mean equity of (1001 + 1050 + 2 * 1098.9) / 4
+    assert s["Turnover [x]"] == pytest.approx(2100 / 1062.2)
+    assert s["Fees / Gross PnL [%]"] == pytest.approx(2.1 / 100 * 100)
 
 
 def test_short_held_to_the_end_closes_at_the_last_close_with_slippage():
     df = candles([100, 100, 90], [100, 95, 90])
     r = backtest(df, [-1, -1, -1], **{**COSTS, "slippage_bps": 10})
     sell = 100 * (1 - 0.001)  # 99.9: slippage against a seller
-    qty = -1000 / sell
-    cash = 1000 - qty * sell - 0.001 * 1000  # sold: cash in, fee out
+    qty = -1000 / (sell * 1.001)
+    cash = 1000 - qty * sell - 0.001 * -qty * sell  # sold: cash in, fee out
     buy = 90 * (1 + 0.001)  # 90.09
     final = cash + qty * buy - 0.001 * -qty * buy
     assert r.equity.tolist() == pytest.approx([1000, cash + qty * 95, final])
     t = r.trades.iloc[0]
     assert (t.ExitBar, t.ExitPrice, t.Size) == pytest.approx((2, buy, qty))
-    assert t.ExitTime == df.index[-1] + pd.Timedelta("5min")  # the close of the last candle
-    assert r.stats["Fees Paid"] == pytest.approx(1 + 0.001 * -qty * buy)
+    assert t.ExitTime == df.index[-1] and t.ExitReason == "end"  # closed in the last candle, at its close
+    assert r.stats["Fees Paid"] == pytest.approx(0.001 * -qty * (sell + buy))
 
 
 def test_reversal_is_two_trades_at_one_open():
@@ -106,11 +115,36 @@ def test_reversal_is_two_trades_at_one_open():
     assert r.equity.iloc[-1] == pytest.approx(1102.5)
 
 
-def test_a_ruined_account_opens_nothing_more():
+def test_a_short_into_a_price_that_more_than_doubles_is_ruined_at_that_close():
     df = candles([100, 100, 250, 250, 250], [100, 250, 250, 250, 250])
     r = backtest(df, [-1, 0, 1, 1, 0], fee=0.0, slippage_bps=0.0, size=1.0, cash=1000.0)
-    assert len(r.trades) == 1 and r.trades.PnL.iloc[0] == pytest.approx(-1500)
-    assert r.equity.tolist() == pytest.approx([1000, -500, -500, -500, -500])
+    # short 10 at 100, marked at 250: 2000 - 2500 < 0, so closed at that close; nothing opens after
+    assert len(r.trades) == 1
+    t = r.trades.iloc[0]
+    assert (t.ExitBar, t.ExitPrice, t.ExitReason) == (1, 250, "ruin")
+    assert t.PnL == pytest.approx(-1500)  # the loss beyond the equity stays in the trade
+    assert r.equity.tolist() == [1000, 0, 0, 0, 0]
+    assert r.stats["Max. Drawdown [%]"] == -100 and r.stats["Equity Final"] == 0
+
+
+def test_a_gap_that_closes_a_trade_below_zero_ruins_and_opens_nothing():
+    df = candles([100, 100, 100, 300, 300], [100, 100, 150, 300, 300])
+    r = backtest(df, [-1, -1, 1, 1, 0], fee=0.0, slippage_bps=0.0, size=1.0, cash=1000.0)
+    # marked at 150 the short still has 500; it is bought back at the open of 300: cash -1000, no long
+    assert r.trades[["ExitBar", "ExitPrice", "PnL"]].values.tolist() == [[3, 300, -2000]]
+    assert r.trades.ExitReason.tolist() == ["target"]
+    assert r.equity.tolist() == [1000, 1000, 500, 0, 0]
+
+
+def test_a_close_out_at_the_end_that_leaves_nothing_shows_zero():
+    df = candles([100, 100, 199], [100, 150, 199])
+    r = backtest(df, [-1, -1, -1], fee=0.01, slippage_bps=0.0, size=1.0, cash=1000.0)
+    qty = -1000 / 101
+    cash = 1000 - qty * 100 * 0.99
+    assert cash + qty * 199 > 0  # marked at the last close it still has equity, the exit fee takes it
+    assert r.equity.tolist() == pytest.approx([1000, cash + qty * 150, 0])
+    assert r.trades.ExitReason.tolist() == ["end"]
+    assert r.trades.PnL.iloc[0] == pytest.approx(cash + qty * 199 * 1.01 - 1000)
 
 
 def test_no_trades():
@@ -119,27 +153,30 @@ def test_no_trades():
     assert r.stats["# Trades"] == 0 and r.stats["Exposure Time [%]"] == 0
 
 
-price_paths = st.lists(st.floats(0.7, 1.4), min_size=2, max_size=80)
+price_paths = st.lists(st.floats(0.6, 1.7), min_size=2, max_size=80)  # wide enough to ruin shorts
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(price_paths, st.data(), st.floats(0, 0.01), st.floats(0, 50), st.floats(0.05, 1))
 def test_engine_equals_reference_loop(steps, data, fee, slippage_bps, size):
     n = len(steps)
     close = 100 * np.cumprod(steps)
-    open_ = close * np.array(data.draw(st.lists(st.floats(0.9, 1.1), min_size=n, max_size=n)))
+    open_ = close * np.array(data.draw(st.lists(st.floats(0.7, 1.4), min_size=n, max_size=n)))
     target = np.array(data.draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=n, max_size=n)))
     kw = {"fee": fee, "slippage_bps": slippage_bps, "size": size, "cash": 1000.0}
     r = backtest(candles(open_, close), target, **kw)
     equity, trades = reference_loop(open_, close, target, **kw)
-    np.testing.assert_allclose(r.equity.to_numpy(), equity, rtol=1e-9)
+    np.testing.assert_allclose(r.equity.to_numpy(), equity, rtol=1e-9, atol=1e-9)
     expected = pd.DataFrame(trades, columns=["EntryBar", "Size", "EntryPrice", "ExitBar", "ExitPrice",
-                                             "Fees", "PnL"])
-    got = r.trades[expected.columns]
-    assert len(got) == len(expected)
+                                             "Fees", "PnL", "ExitReason"])
+    assert len(r.trades) == len(expected)
+    assert r.trades["ExitReason"].tolist() == expected["ExitReason"].tolist()
     if len(expected):
-        np.testing.assert_allclose(got.to_numpy(float), expected.to_numpy(float), rtol=1e-9, atol=1e-9)
-        assert r.trades["PnL"].sum() == pytest.approx(equity[-1] - 1000)
+        numbers = expected.columns[:-1]
+        np.testing.assert_allclose(r.trades[numbers].to_numpy(float), expected[numbers].to_numpy(float),
+                                   rtol=1e-9, atol=1e-9)
+        if equity[-1] > 0:  # every unit of PnL belongs to a trade, but for the debt a ruin forgives
+            assert r.trades["PnL"].sum() == pytest.approx(equity[-1] - 1000)
 
 
 @settings(max_examples=100, deadline=None)
@@ -149,11 +186,14 @@ def test_fees_and_slippage_only_ever_lower_the_result(steps, data, fee, slippage
     target = np.array(data.draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=len(close),
                                          max_size=len(close))))
     df = candles(np.roll(close, 1), close)
-    free = backtest(df, target, fee=0.0, slippage_bps=0.0, size=0.5).equity.iloc[-1]
+    free = backtest(df, target, fee=0.0, slippage_bps=0.0, size=0.5)
     costly = backtest(df, target, fee=fee, slippage_bps=slippage_bps, size=0.5)
-    assert costly.equity.iloc[-1] <= free + 1e-12
-    if len(costly.trades):
-        assert costly.equity.iloc[-1] < free
+    # Unless the free account is ruined: a position sized net of fees is smaller, and a smaller short
+    # can survive a move that ruins a larger one.
+    if free.equity.min() > 0:
+        assert costly.equity.iloc[-1] <= free.equity.iloc[-1] + 1e-12
+        if len(costly.trades):
+            assert costly.equity.iloc[-1] < free.equity.iloc[-1]
 
 
 def test_a_position_decided_at_t_only_uses_prices_from_the_open_of_t_plus_1():
@@ -180,15 +220,15 @@ def test_a_position_decided_at_t_only_uses_prices_from_the_open_of_t_plus_1():
 STAT_KEYS = [
     "Start", "End", "Duration", "Exposure Time [%]", "Equity Final", "Equity Peak", "Return [%]",
     "Buy & Hold Return [%]", "Return (Ann.) [%]", "Volatility (Ann.) [%]", "CAGR [%]", "Sharpe Ratio",
-    "Sortino Ratio", "Calmar Ratio", "Max. Drawdown [%]", "Avg. Drawdown [%]", "Max. Drawdown Duration",
-    "Avg. Drawdown Duration", "# Trades", "Win Rate [%]", "Best Trade [%]", "Worst Trade [%]",
-    "Avg. Trade [%]", "Max. Trade Duration", "Avg. Trade Duration", "Profit Factor", "Expectancy [%]",
-    "SQN", "Fees Paid",
+    "Sortino Ratio", "Calmar Ratio", "Alpha [%]", "Beta", "Max. Drawdown [%]", "Avg. Drawdown [%]",
+    "Max. Drawdown Duration", "Avg. Drawdown Duration", "# Trades", "Win Rate [%]", "Best Trade [%]",
+    "Worst Trade [%]", "Avg. Trade [%]", "Max. Trade Duration", "Avg. Trade Duration", "Profit Factor",
+    "Expectancy [%]", "SQN", "Kelly Criterion", "Fees Paid", "Turnover [x]", "Fees / Gross PnL [%]",
 ]
 
 
 def test_stats_on_a_hand_made_curve():
-    # up 10 %, down to 99 (a 10 % drawdown lasting 2 candles), back up to a new high
+    # daily: up 10 %, down to 99 (a 10 % drawdown lasting 2 days), back up to a new high
     df = candles([100, 100, 110, 99, 121], [100, 110, 99, 121, 121], freq="1D")
     r = backtest(df, [1, 1, 1, 0, 0], fee=0.0, slippage_bps=0.0, size=1.0, cash=100.0)
     s = r.stats
@@ -197,13 +237,20 @@ def test_stats_on_a_hand_made_curve():
     assert s["Max. Drawdown [%]"] == pytest.approx(-10)
     assert s["Avg. Drawdown [%]"] == pytest.approx(-10)
     assert s["Max. Drawdown Duration"] == pd.Timedelta("2D")
+    assert s["Exposure Time [%]"] == 80  # held in candles 1-3, closed at the open of 4
+    # backtesting.py's definitions: the mean growth of the four daily returns, a year of 252 days
+    # (these five candles, Monday to Friday, hold no weekend day), the variance compounded over the
+    # year, CAGR spreading the return over Duration / 365.25 days
     returns = np.array([0.1, -0.1, 121 / 99 - 1, 0])
-    per_year = 365
-    assert s["Volatility (Ann.) [%]"] == pytest.approx(returns.std(ddof=1) * np.sqrt(per_year) * 100)
-    assert s["Return (Ann.) [%]"] == pytest.approx((1.21 ** (per_year / 4) - 1) * 100)
+    g = 1.21 ** (1 / 4)
+    assert s["Return (Ann.) [%]"] == pytest.approx((g ** 252 - 1) * 100)
+    vol = np.sqrt((returns.var(ddof=1) + g ** 2) ** 252 - g ** (2 * 252))
+    assert s["Volatility (Ann.) [%]"] == pytest.approx(vol * 100)
     assert s["Sharpe Ratio"] == pytest.approx(s["Return (Ann.) [%]"] / s["Volatility (Ann.) [%]"])
+    downside = np.sqrt(np.mean(np.minimum(returns, 0) ** 2) * 252)
+    assert s["Sortino Ratio"] == pytest.approx((g ** 252 - 1) / downside)
     assert s["Calmar Ratio"] == pytest.approx(s["Return (Ann.) [%]"] / 10)
-    assert s["CAGR [%]"] == pytest.approx((1.21 ** (365 / 4) - 1) * 100)
+    assert s["CAGR [%]"] == pytest.approx((1.21 ** (365.25 / 4) - 1) * 100)
     assert s["Duration"] == pd.Timedelta("4D")
 
 

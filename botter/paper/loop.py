@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 import pandas as pd
 
+from botter.backtest import check_costs
 from botter.data.candles import from_rows
 from botter.inference import Predictor
 from botter.paper.broker import Broker
@@ -68,6 +69,8 @@ class Trader:
         if self.pending is not None:
             order_time, target = self.pending
             fill = self.broker.execute(target, o, time=t, order_time=order_time)
+        b = self.broker
+        equity = b.mark(c)  # the ruin rule: marked at <= 0, the account is closed out and trades no more
         probs = self.probabilities(rows)
         if probs is not None:
             self.p_up.append(probs["p_up"])
@@ -75,16 +78,18 @@ class Trader:
             target = int(positions(np.array(self.p_up), np.array(self.p_down), **self.signals)[-1])
         else:
             probs, target = dict.fromkeys(self.columns, float("nan")), 0
+        target = 0 if b.ruined else target
         self.pending = (t, target)
-        b = self.broker
         return Step(candle=row, fill=fill, position=b.position, side=b.side, cash=b.cash,
-                    equity=b.equity(c), probs=probs, target=target)
+                    equity=equity, probs=probs, target=target)
 
 
 def resume(ledger: Ledger, predictor: Predictor, *, signals: dict, cash: float, fee: float,
            slippage_bps: float, size: float) -> Trader:
-    """A Trader in the state the ledger left (a fresh account of `cash` for an empty ledger)."""
+    """A Trader in the state the ledger left (a fresh account of `cash` for an empty ledger; any state a
+    ledger holds, a long at size 1 with cash just below 0 or a ruined account included)."""
     state = ledger.state()
+    check_costs(fee, slippage_bps, size, cash)  # the settings; a running account's cash may be anything
     broker = Broker(cash=cash, fee=fee, slippage_bps=slippage_bps, size=size)
     if state is not None:
         broker = Broker(cash=state.cash, fee=fee, slippage_bps=slippage_bps, size=size,

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from botter.paper.ledger import Ledger
+from botter.stats import max_drawdown, total_return
 
 SIDES = {-1: "short", 0: "flat", 1: "long"}
 
@@ -11,7 +12,9 @@ SIDES = {-1: "short", 0: "flat", 1: "long"}
 def summary(ledger: Ledger) -> pd.Series:
     """The state of a paper run, with labelled keys and units (quote currency unless said).
 
-    Round trips count positions closed (a flip closes one and opens another); fees are in quote.
+    Return [%], Buy & Hold Return [%] and Max. Drawdown [%] are the backtest's figures (botter.stats)
+    of the equity and closes at each recorded close. Round trips count positions closed (a flip
+    closes one and opens another); fees are in quote.
     """
     bars, fills = ledger.table("bars"), ledger.table("fills")
     meta, state = ledger.meta(), ledger.state()
@@ -34,9 +37,9 @@ def summary(ledger: Ledger) -> pd.Series:
         "Equity": state.equity,
         "Start equity": cash0,
         "PnL": state.equity - cash0,
-        "Return [%]": (state.equity / cash0 - 1) * 100,
-        "Buy & Hold Return [%]": (bars["close"].iloc[-1] / bars["close"].iloc[0] - 1) * 100,
-        "Max. Drawdown [%]": float((bars["equity"] / bars["equity"].cummax() - 1).min() * 100),
+        "Return [%]": total_return(bars["equity"]),
+        "Buy & Hold Return [%]": total_return(bars["close"]),
+        "Max. Drawdown [%]": max_drawdown(bars["equity"]),
         "# Fills": len(fills),
         "# Round trips": closed,
         "Fees": float(fills["fee"].sum()),
@@ -49,6 +52,8 @@ def plot_equity(ledger: Ledger, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from botter.plots import drawdown_panel
 
     bars, fills = ledger.table("bars"), ledger.table("fills")
     meta = ledger.meta()
@@ -68,10 +73,7 @@ def plot_equity(ledger: Ledger, path) -> None:
                  f"{len(fills)} fills, last {bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC")
     ax.legend(loc="upper left", fontsize=8, markerscale=(22 / size) ** 0.5)
     ax.grid(alpha=0.3)
-    dd = (equity / equity.cummax() - 1) * 100
-    ax_dd.fill_between(dd.index, dd, 0, color="tab:red", alpha=0.4, lw=0)
-    ax_dd.set_ylabel("drawdown [%]")
-    ax_dd.grid(alpha=0.3)
+    drawdown_panel(ax_dd, equity)
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
