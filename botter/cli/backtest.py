@@ -13,8 +13,9 @@ def main() -> None:
 
 
 def backtest(cfg: DictConfig) -> dict:
-    """Backtest a run's test predictions, or its model on other candles (data=...); print and write
-    the report into its own folder. Refuses an in-sample period unless allow_in_sample."""
+    """Backtest a run's own predictions, or its model on other candles (data=...); print and write
+    the report into its own folder. The model on candles it was fitted or early-stopped on is
+    refused unless allow_in_sample (then every output says IN-SAMPLE)."""
     from omegaconf import OmegaConf
 
     from botter import inference, runs
@@ -23,7 +24,8 @@ def backtest(cfg: DictConfig) -> dict:
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     run = runs.open_run(c["run_dir"])
     data_dir = c["paths"]["data_dir"]
-    if c.get("data") is None:
+    own = c.get("data") is None
+    if own:  # out of sample by construction: the test split, or each walk-forward fold's test span
         predictions = run.predictions()
         candles = load_candles(run.config["data"], data_dir)
     else:
@@ -41,7 +43,7 @@ def backtest(cfg: DictConfig) -> dict:
                           "pick a period inside the candles")
     spans = predictions.groupby("symbol")["time"].agg(["min", "max"])
     decisions = {s: (row["min"], row["max"]) for s, row in spans.iterrows()}
-    in_sample = run.guard(decisions, allow=c["allow_in_sample"], what="this backtest")
+    in_sample = not own and run.guard(decisions, allow=c["allow_in_sample"], what="this backtest")
     out_dir = Path(c["out_dir"] or run.path / "backtests" / c["name"])
     if out_dir.exists():
         raise BotterError(f"{out_dir} exists: give this backtest another name= (reports are never overwritten)")
