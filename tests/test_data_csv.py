@@ -55,8 +55,15 @@ def test_header_with_a_date_column_and_capitalised_names(tmp_path, eth, time):
     write(path, eth, time=time, names=["Open", "High", "Low", "Close", "Volume"], newest_first=True)
     df, timeframe = read_csv_candles(path)
     assert timeframe == "5m"
-    # File order is kept (newest first): validation reports it, the store sorts it.
-    pd.testing.assert_frame_equal(df.sort_index(), eth.iloc[:50])
+    pd.testing.assert_frame_equal(df, eth.iloc[:50])  # newest first, read oldest first
+
+
+def test_rows_out_of_order_are_read_in_file_order(tmp_path, eth):
+    mixed = eth.iloc[[0, 1, 3, 2, 4, 5]]
+    path = tmp_path / "ETH_BTC.csv"
+    written(path, mixed)
+    df, _ = read_csv_candles(path)
+    pd.testing.assert_frame_equal(df, mixed)  # validation reports the disorder, the store sorts it
 
 
 def test_headerless_ccxt_rows(tmp_path, eth):
@@ -159,7 +166,7 @@ def test_cryptodatadownload_file_with_its_url_on_line_one(tmp_path, eth):
     path.write_text("https://www.CryptoDataDownload.com\n" + table.to_csv(index=False))
     df, timeframe = read_csv_candles(path)
     assert timeframe == "5m"
-    pd.testing.assert_frame_equal(df.sort_index(), eth.iloc[:30])
+    pd.testing.assert_frame_equal(df, eth.iloc[:30])
     with pytest.raises(BotterError, match="give symbol="):  # BTCUSDT-style names do not say where BTC ends
         symbol_from_name(path)
 

@@ -1,12 +1,15 @@
 """The candle store: paths inside the data folder, conflicts, damaged files, the writers' lock."""
 
+import itertools
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pandas as pd
 import pytest
 
+from botter.atomic import atomic_path
 from botter.data import load_candles
 from botter.data.store import append_store, read_store, store_lock, store_path
 from botter.errors import BotterError
@@ -121,3 +124,26 @@ def test_a_killed_lock_holder_does_not_block_the_next_writer(tmp_path, eth):
         holder.kill()
         holder.wait()
     assert append_store(path, eth.iloc[:10]).added == 10
+
+
+def test_a_reader_never_sees_half_a_file_while_a_writer_replaces_it(tmp_path, eth):
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    frames = [eth.iloc[:100], eth]  # two sizes: a reader that took one's size and the other's bytes would fail
+    append_store(path, frames[0])
+    stop = threading.Event()
+
+    def writer():
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            with atomic_path(path) as tmp:
+                frames[i % 2].to_parquet(tmp)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        lengths = {len(read_store(path)) for _ in range(300)}
+    finally:
+        stop.set()
+        thread.join()
+    assert lengths <= {100, 5760}

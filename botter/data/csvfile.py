@@ -5,7 +5,8 @@ from the header), with any lines before the header (CryptoDataDownload puts its 
 either rows `timestamp_ms, open, high, low, close, volume` with no header, or a header naming a
 date/time column (time, timestamp, date, datetime, open_time, unix, ... in any case) and columns
 open/high/low/close/volume in any case ("Volume BTC" counts as volume). Times may be text (UTC
-unless they carry an offset) or epoch numbers in seconds, milliseconds or microseconds. Numbers
+unless they carry an offset) or epoch numbers in seconds, milliseconds or microseconds; rows
+newest first (as CryptoDataDownload writes them) are read oldest first. Numbers
 may use decimal commas (1,5) where no number in the file has a dot; where both marks appear, the
 last one in a number is the decimal mark and the other groups thousands.
 """
@@ -118,7 +119,8 @@ def _numbers(table: pd.DataFrame, path: Path, first_line: int) -> np.ndarray:
 
 
 def read_csv_candles(path: str | Path, timeframe: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Read a candles CSV as a Candles-shaped frame in file order (not yet validated) and its timeframe
+    """Read a candles CSV as a Candles-shaped frame in file order, or reversed where the file is newest
+    first (not yet validated), and its timeframe
     (given, or inferred from the spacing of the times). A file it cannot read raises BotterError
     saying what is wrong with it."""
     path = Path(path)
@@ -167,8 +169,10 @@ def read_csv_candles(path: str | Path, timeframe: str | None = None) -> tuple[pd
         numeric = pd.to_numeric(times, errors="coerce")
         times = numeric if numeric.notna().all() else times
     ms = _epoch_ms(times, path)
-    values = _numbers(table.iloc[:, 1:], path, first_line)
-    return from_rows(np.column_stack([ms, values])), timeframe or infer_timeframe(ms)
+    rows = np.column_stack([ms, _numbers(table.iloc[:, 1:], path, first_line)])
+    if len(ms) > 1 and (np.diff(ms) < 0).all():
+        rows = rows[::-1]  # newest first is a way to write a file, not disorder
+    return from_rows(rows), timeframe or infer_timeframe(ms)
 
 
 def infer_timeframe(ms: np.ndarray) -> str:

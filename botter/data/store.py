@@ -75,7 +75,10 @@ def read_store(path: Path) -> pd.DataFrame:
         f"move it away (mv {path} {path}.bad) and fetch or import the candles again, or restore it from a backup"
     )
     try:
-        df = pd.read_parquet(path)
+        # One open file: a writer may replace the path meanwhile, and pyarrow reading by name could
+        # take the size of the old file and the bytes of the new one.
+        with path.open("rb") as f:
+            df = pd.read_parquet(f)
     except Exception as e:  # pyarrow raises several types for a damaged file (ArrowInvalid, OSError, ...)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BotterError(f"the store file {path} is damaged ({first}): {recover}") from e
