@@ -8,7 +8,7 @@ from exchange_server import ExchangeServer
 from botter.config import compose
 from botter.data import load_candles, load_sample, store_path
 from botter.data.candles import to_ms
-from botter.data.fetch import call, fetch_to_store, make_exchange
+from botter.data.fetch import call, fetch_to_store, make_exchange, retry_after
 from botter.data.store import append_store
 from botter.errors import BotterError
 
@@ -394,3 +394,15 @@ def test_keys_are_blanked_out_of_error_messages(monkeypatch):
     with pytest.raises(BotterError) as e:
         call(exchange.fetch_time, tries=1)
     assert "k-123" not in str(e.value) and "apiKey=***" in str(e.value)
+
+
+def test_retry_after_reads_seconds_or_an_http_date_in_any_case():
+    exchange = make_exchange("binance")
+    assert retry_after(exchange) is None  # no answer yet
+    exchange.last_response_headers = {"retry-after": "7"}
+    assert retry_after(exchange) == 7.0
+    later = pd.Timestamp.now("UTC") + pd.Timedelta(seconds=90)
+    exchange.last_response_headers = {"Retry-After": later.strftime("%a, %d %b %Y %H:%M:%S GMT")}
+    assert 0 < retry_after(exchange) <= 90  # the seconds left until that time
+    exchange.last_response_headers = {"Retry-After": "soon"}
+    assert retry_after(exchange) is None
