@@ -184,14 +184,14 @@ def check_windows(prices, ends, reads: int, times=None) -> None:
     that reads a bad candle of `prices` (T, 5): non-finite, non-positive low, high < low, open or
     close outside [low, high], negative volume."""
     o, h, l, c, v = prices.unbind(-1)
-    bad = (
-        ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
-    )  # (T,)
-    count = torch.cat([bad.new_zeros(1, dtype=torch.int64), bad.cumsum(0)])  # (T+1,)
+    bad = (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)  # (T,)
+    for column in (o, h, l, c, v):
+        bad |= ~column.isfinite()
+    count = bad.to(torch.int32).cumsum(0, dtype=torch.int32)  # (T,) bad candles up to each one
     for s in range(0, len(ends), 1 << 20):  # in chunks: the temporaries stay small for 10 M windows
         e = ends[s : s + (1 << 20)]
         first = (e - reads + 1).clamp(min=0)
-        hits = (count[e + 1] - count[first]) > 0  # (n,)
+        hits = count[e] - torch.where(first > 0, count[(first - 1).clamp(min=0)], 0) > 0  # (n,)
         if hits.any():
             break
     else:
