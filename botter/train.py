@@ -131,6 +131,7 @@ class Fitted:
     best_epoch: int
     batch_size: int
     precision: str
+    compiled: bool
 
 
 def fit(
@@ -172,6 +173,8 @@ def fit(
         raise BotterError(f"trainer.batch_size={batch_size} and trainer.max_epochs={max_epochs} must be >= 1")
     if (train.labels < 0).any() or (val.labels < 0).any():
         raise BotterError("fit takes labelled windows only: pass windows.labelled()")
+    if not len(train) or not len(val):
+        raise BotterError(f"{len(train)} train and {len(val)} validation windows: both need some (a longer data range)")
     out = Path(out_dir)
     dev = pick_device(device)
     rank, world = setup_distributed(dev)
@@ -304,7 +307,7 @@ def fit(
     net.load_state_dict(best["model"])
     history = pd.DataFrame(state["history"])
     plot_curves(history, out / "curves.png")
-    return Fitted(net.eval(), history, best["epoch"], batch_size, precision)
+    return Fitted(net.eval(), history, best["epoch"], batch_size, precision, bool(compile))
 
 
 def _scheduler(optimizer, schedule: str, lr: float, total: int, *, done: int):

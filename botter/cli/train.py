@@ -72,6 +72,6 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
     runs.finish(out_dir, predictions=predictions, metrics=result, symbols=list(candles), timeframe=d["timeframe"],
                 hours=hours, periods=dataset.periods(windows, assignment),
                 predictions_precision={"device": device.type, "dtype": PRECISION},
-                training={"precision": fitted.precision, "batch_size": fitted.batch_size})
+                training={"precision": fitted.precision, "batch_size": fitted.batch_size, "compiled": fitted.compiled})
     print(f"run folder: {out_dir}")
     return result
