@@ -67,7 +67,7 @@ def render(
     if missing:
         raise BotterError(f"candles lack the columns {missing}: pass a Candles frame (botter.data.load)")
     if not 1 <= window <= len(candles):
-        raise BotterError(f"window={window} needs 1 <= window <= len(candles) = {len(candles)}")
+        raise BotterError(f"data.window={window}: a chart holds 1 to {len(candles)} candles here (the candles given)")
     check_size(name, height=height, width=width, window=window, volume=options.get("volume", True))
     ends = np.arange(window - 1, len(candles)) if ends is None else np.asarray(ends, dtype=np.int64)
     if ends.size and (ends.min() < window - 1 or ends.max() >= len(candles)):
