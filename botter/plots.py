@@ -195,42 +195,45 @@ def _count(trades: pd.DataFrame, shown: pd.DataFrame) -> int:
 
 def _price_panel(ax, df: pd.DataFrame) -> None:
     """Candlesticks, or for a long stretch the low-high band and the close; x-limits are the candles'."""
-    x = _utc(df.index)
     if len(df) <= MAX_CANDLES:
-        bar = np.median(np.diff(x))
-        width = bar * 0.7
+        x = _utc(df.index)
+        bar = _bar(x)
         o, h, l, c = (df[k].to_numpy() for k in ("open", "high", "low", "close"))
         colors = np.where(c >= o, UP, DOWN)
         ax.vlines(x, l, h, colors=colors, lw=0.8, zorder=1)
-        ax.bar(x, np.maximum(np.abs(c - o), (h - l).max() * 1e-3), bottom=np.minimum(o, c), width=width,
+        ax.bar(x, np.maximum(np.abs(c - o), (h - l).max() * 1e-3), bottom=np.minimum(o, c), width=bar * 0.7,
                color=colors, zorder=2)
         ax.set_xlim(x[0] - bar, x[-1] + bar)  # room for a marker on the first and the last candle
     else:
         starts, lo, _ = _runs(df["low"].to_numpy(np.float64), PIXELS)
         _, _, hi = _runs(df["high"].to_numpy(np.float64), PIXELS)
-        ax.fill_between(x[starts], lo, hi, color="tab:gray", alpha=0.35, lw=0, step="post")
+        ax.fill_between(_utc(df.index[starts]), lo, hi, color="tab:gray", alpha=0.35, lw=0, step="post")
         close = thin(df["close"])
         ax.plot(_utc(close.index), close, color="tab:blue", lw=0.6)
-        ax.set_xlim(x[0], x[-1])
+        ax.set_xlim(*_utc(df.index[[0, -1]]))
     ax.set_ylabel("price")
     ax.yaxis.set_major_formatter(FormatStrFormatter("%.6g"))  # BTC-quoted prices are small
     ax.grid(alpha=0.3)
 
 
+def _bar(x: np.ndarray):
+    """One candle's length: the shortest of the first steps of `x` (a gap is longer, never shorter)."""
+    return np.diff(x[:101]).min()
+
+
 def _mark(ax, shown: pd.DataFrame, trades: pd.DataFrame, *, last) -> None:
     """Entries and exits of `trades` that fall on the `shown` candles; y-limits leave room for them."""
     pad = float((shown["high"] - shown["low"]).median()) * 0.6
-    x = _utc(shown.index)
     entry = _positions(shown.index, trades["EntryTime"])
     exit_ = _positions(shown.index, trades["ExitTime"].where(trades["ExitTime"] <= last, last))
     side = trades["Side"].to_numpy()
     for name, price in (("long", shown["low"] - pad), ("short", shown["high"] + pad)):
         at = entry[(entry >= 0) & (side == (1 if name == "long" else -1))]
         m = MARKERS[name]
-        ax.scatter(x[at], price.to_numpy()[at], s=70, marker=m["marker"], color=m["color"], zorder=4,
+        ax.scatter(_utc(shown.index[at]), price.to_numpy()[at], s=70, marker=m["marker"], color=m["color"], zorder=4,
                    edgecolors="white", linewidths=0.5)
     ok = exit_ >= 0
-    ax.scatter(x[exit_[ok]], trades["ExitPrice"].to_numpy()[ok], s=70, marker="x", color="black", zorder=5,
+    ax.scatter(_utc(shown.index[exit_[ok]]), trades["ExitPrice"].to_numpy()[ok], s=70, marker="x", color="black", zorder=5,
                linewidths=1.5)
     ax.set_ylim(shown["low"].min() - 2 * pad, shown["high"].max() + 2 * pad)
 
@@ -245,8 +248,8 @@ def _positions(index: pd.DatetimeIndex, times: pd.Series) -> np.ndarray:
 
 def _summary(pnl_ax, dist_ax, trades: pd.DataFrame, period: pd.DataFrame, *, span) -> None:
     """The cumulative PnL of `trades` over `period` (with `span` shaded) and their return histogram."""
-    x = _utc(period.index)
-    pnl_ax.set_xlim(x[0], x[-1] + np.median(np.diff(x)))  # to the last close: a trade closed at the end exits there
+    first, last = _utc(period.index[[0, -1]])
+    pnl_ax.set_xlim(first, last + _bar(_utc(period.index[:101])))  # to the last close, where a trade closed at the end exits
     pnl_ax.grid(alpha=0.3)
     pnl_ax.set_ylabel("cumulative PnL")
     if span is not None:  # its left edge drawn too: 150 of 10 M candles is narrower than a pixel
