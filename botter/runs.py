@@ -104,10 +104,14 @@ def finish(path, *, predictions: pd.DataFrame, metrics: dict, **meta) -> None:
 def read_meta(path) -> dict:
     """run.json of the folder `path` ({} where there is none)."""
     f = Path(path) / "run.json"
-    if not f.exists():
-        return {}
+    return _read_json(f) if f.exists() else {}
+
+
+def _read_json(f: Path) -> dict:
     try:
         return json.loads(f.read_text())
+    except FileNotFoundError:
+        raise BotterError(f"{f} is missing: the run folder is damaged") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BotterError(f"{f} is not valid JSON ({e}): the run folder is damaged") from e
 
@@ -143,6 +147,16 @@ class Run:
     def predictions(self) -> pd.DataFrame:
         """predictions.parquet: time (UTC), symbol, p_<class>..., label (<NA> where unknown)."""
         return pd.read_parquet(self.path / "predictions.parquet")
+
+    def metrics(self) -> dict:
+        """metrics.json: the test metrics, the baselines and their intervals."""
+        return _read_json(self.path / "metrics.json")
+
+    def backtest(self) -> dict:
+        """backtest/backtest.json, the backtest of the test split that the run wrote: {symbol or
+        "portfolio": {statistic: value}}; {} where there is none."""
+        f = self.path / "backtest" / "backtest.json"
+        return _read_json(f) if f.exists() else {}
 
     def model(self) -> dict:
         """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load)."""

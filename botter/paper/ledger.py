@@ -105,8 +105,15 @@ class Ledger:
     continues a ledger under different rules.
     """
 
-    def __init__(self, path: str | Path, meta: dict | None = None):
+    def __init__(self, path: str | Path, meta: dict | None = None, *, readonly: bool = False):
         self.path = Path(path)
+        if readonly:
+            # For a reader beside the running writer (botter-dashboard): in WAL mode it never blocks
+            # the writer, and a read-only connection can write nothing, not even the checkpoint that
+            # the last connection to close would otherwise run. A missing file is an error, not created.
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN ... COMMIT in `record`).
         self.db = sqlite3.connect(self.path, isolation_level=None)
