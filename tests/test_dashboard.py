@@ -4,6 +4,7 @@ the status figures of `botter-paper mode=status`, and a new candle appearing by 
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -73,6 +74,16 @@ def test_runs_are_the_complete_ones(tiny_run, tmp_path):
     assert figs["Accuracy"] == open_run(tiny_run).metrics()["test"]["accuracy"]
     assert figs["# Trades"] == open_run(tiny_run).backtest()["portfolio"]["# Trades"]
     assert data.paper_names(runs["done"]) == []
+    (tmp_path / "done" / "paper" / "p").mkdir(parents=True)
+    (tmp_path / "done" / "paper" / "p" / "ledger.sqlite").touch()
+    assert data.paper_names(runs["done"]) == ["p"]
+    # What a page's URL names is looked up among these alone.
+    assert data.locate(tmp_path, "done", "p")[1] == tmp_path / "done" / "paper" / "p" / "ledger.sqlite"
+    for key, name, says in [("done", "q", "the run 'done' has no paper run 'q'"),
+                            ("killed", "p", "no complete run 'killed'"), ("..", "p", "'..' is not under"),
+                            ("done/paper/p", "p", "no complete run 'done/paper/p'")]:
+        with pytest.raises(BotterError, match=re.escape(says)):
+            data.locate(tmp_path / "walkforward" if key == ".." else tmp_path, key, name)
 
 
 def test_the_page_figures_are_the_status_figures(tiny_run, paper, capsys):

@@ -68,8 +68,7 @@ def make_app(runs_dir, *, refresh_s: float = 2.0, candles: int = 300, fills: int
     )
     def update(_, where, seen):
         try:
-            run = find(runs_dir, where["run"])
-            path = data.ledger_path(run, where["name"])
+            run, path = data.locate(runs_dir, where["run"], where["name"])
             if seen is not None and data.last_candle(path) == seen["last"]:
                 raise PreventUpdate  # nothing new: the page stays as it is
             paper = data.read_paper(path)
@@ -87,15 +86,6 @@ def make_app(runs_dir, *, refresh_s: float = 2.0, candles: int = 300, fills: int
         )
 
     return app
-
-
-def find(runs_dir: Path, key: str):
-    """The run `key` (its path relative to runs_dir) among the complete runs: only those are
-    served, whatever the URL says."""
-    runs = data.find_runs(runs_dir)
-    if key not in runs:
-        raise BotterError(f"no complete run {key!r} under {runs_dir}")
-    return runs[key]
 
 
 def index_page(runs_dir: Path) -> list:
@@ -145,10 +135,7 @@ def _text(v) -> str:
 
 def paper_page(runs_dir: Path, key: str, name: str, refresh_s: float, candles: int) -> list:
     """The page of one paper run; its contents are filled by the `update` callback."""
-    run = find(runs_dir, key)
-    if name not in data.paper_names(run):
-        raise BotterError(f"the run {key!r} has no paper run {name!r}")
-    path = data.ledger_path(run, name)
+    _, path = data.locate(runs_dir, key, name)
     with data.reading(path) as ledger:  # the title only: the figures come with the first update
         meta = ledger.meta()
     badge = [html.Span("IN-SAMPLE", className="in-sample")] if meta.get("sample") == "IN-SAMPLE" else []

@@ -68,6 +68,23 @@ def ledger_path(run: Run, name: str) -> Path:
     return paper_dir(run.path, name) / LEDGER
 
 
+def locate(runs_dir, key: str, name: str) -> tuple[Run, Path]:
+    """The complete run `key` (its folder relative to runs_dir, as `find_runs` names it) and the
+    ledger of its paper run `name`. BotterError for anything else: whatever a URL asks for, nothing
+    outside runs_dir is read."""
+    root = Path(runs_dir).resolve()
+    folder = (root / key).resolve()
+    try:
+        if not folder.is_relative_to(root):
+            raise BotterError(f"{key!r} is not under {runs_dir}")
+        run = open_run(folder)
+    except BotterError as e:
+        raise BotterError(f"no complete run {key!r} under {runs_dir} ({e})") from None
+    if name not in paper_names(run):
+        raise BotterError(f"the run {key!r} has no paper run {name!r}")
+    return run, ledger_path(run, name)
+
+
 @contextmanager
 def reading(path):
     """The ledger at `path` open read-only, inside one read transaction; closed afterwards.
