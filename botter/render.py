@@ -179,14 +179,17 @@ def _within(rows, top, length):
     return (rows - top[:, None]) <= length[:, None]
 
 
+def bad_candles(prices: torch.Tensor) -> torch.Tensor:
+    """(T,) bool: the candles of `prices` (T, 5) no chart can be drawn from: non-finite, non-positive
+    low, high < low, open or close outside [low, high], negative volume."""
+    o, h, l, c, v = prices.unbind(-1)
+    return ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
+
+
 def check_windows(prices, ends, reads: int, times=None) -> None:
     """Raise BotterError for the first window (ending at candle `ends[i]`, reading `reads` candles)
-    that reads a bad candle of `prices` (T, 5): non-finite, non-positive low, high < low, open or
-    close outside [low, high], negative volume."""
-    o, h, l, c, v = prices.unbind(-1)
-    bad = (
-        ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
-    )  # (T,)
+    that reads a bad candle of `prices` (T, 5) (`bad_candles`)."""
+    bad = bad_candles(prices)  # (T,)
     count = torch.cat([bad.new_zeros(1, dtype=torch.int64), bad.cumsum(0)])  # (T+1,)
     first = (ends - reads + 1).clamp(min=0)
     hits = (count[ends + 1] - count[first]) > 0  # (N,)

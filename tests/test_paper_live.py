@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from exchange_server import ExchangeServer
 from paper_helpers import (
+    POLICY,
     REPLAY,
     SYMBOL,
     assert_same_ledger,
@@ -55,7 +56,8 @@ def server(replayed):
 def trade_live(run_dir, ledger_path, server, wait):
     """Trade the live feed into the ledger at `ledger_path` until `wait` says stop."""
     exchange = make_exchange("binance", server.ccxt_config())
-    return trade_into(run_dir, ledger_path, Poll(exchange, SYMBOL, "5m", poll_s=POLL_S, retry_s=0.5, wait=wait))
+    return trade_into(run_dir, ledger_path, Poll(exchange, [SYMBOL], "5m", policy=POLICY, poll_s=POLL_S, retry_s=0.5,
+                                                 wait=wait))
 
 
 def test_live_feed_trades_every_closed_candle_like_the_replay(tiny_run, replayed, server, tmp_path, caplog):
@@ -140,8 +142,8 @@ def test_botter_paper_feed_ccxt_never_sends_keys_and_stops_on_sigterm(tiny_run, 
 def test_bad_start_fails_at_once_with_the_fix(server):
     exchange = make_exchange("binance", server.ccxt_config())
     with pytest.raises(BotterError, match="unknown symbol 'DOGE/BTC'"):
-        Poll(exchange, "DOGE/BTC", "5m", wait=lambda s: False).open(None, 5)
+        Poll(exchange, ["DOGE/BTC"], "5m", policy=POLICY, wait=lambda s: False).open(None, 5)
     server.fail_next(10, 503)
     exchange = make_exchange("binance", server.ccxt_config())
     with pytest.raises(BotterError, match="could not reach binance after 3 tries.*ccxt_config"):
-        Poll(exchange, SYMBOL, "5m", start_tries=3, wait=lambda s: False).open(None, 5)
+        Poll(exchange, [SYMBOL], "5m", policy=POLICY, start_tries=3, wait=lambda s: False).open(None, 5)

@@ -56,7 +56,7 @@ def test_replay_trades_like_the_backtest(tiny_run, whole):
     assert len(result.trades) > 5
     assert_same_fills(t["fills"], expected_fills(result, period))
     np.testing.assert_allclose(t["bars"]["equity"].iloc[:-1], result.equity.iloc[:-1], rtol=1e-9)
-    assert whole[0]["Candles"] == len(period)
+    assert whole[0].loc["Candles", "portfolio"] == whole[0].loc["Candles", SYMBOL] == len(period)
 
 
 def test_second_run_adds_nothing(tiny_run, whole):
@@ -65,12 +65,12 @@ def test_second_run_adds_nothing(tiny_run, whole):
     after = tables(whole[1])
     for name in before:
         pd.testing.assert_frame_equal(before[name], after[name])
-    assert result["Equity"] == whole[0]["Equity"]
+    assert result.loc["Equity", "portfolio"] == whole[0].loc["Equity", "portfolio"]
 
 
 def test_other_settings_need_another_name(tiny_run, whole):
     with pytest.raises(BotterError, match="fee: ledger has 0.001, now 0.002"):
-        session.trade(tiny_run, name="whole", feed=REPLAY, backtest={**settings(tiny_run), "fee": 0.002},
+        session.trade(tiny_run, name="whole", feed=REPLAY, backtest=settings(tiny_run, fee=0.002),
                       progress=False)
 
 
@@ -96,7 +96,7 @@ def gapped(tiny_run, whole, tmp_path_factory):
            "gap": gap, "lookback": inference.load(runs.open_run(tiny_run)).lookback,
            "path": tmp_path_factory.mktemp("gap") / "ledger.sqlite", "images": []}
     assert (decisions["time"] > gap).sum() > 2 * out["lookback"]  # charts again well before the end
-    trade_into(tiny_run, out["path"], Replay(out["candles"], start=out["first"], end=out["last"], progress=False),
+    trade_into(tiny_run, out["path"], Replay({SYMBOL: out["candles"]}, start=out["first"], end=out["last"], progress=False),
                out["images"])
     return out
 
@@ -134,7 +134,7 @@ def test_resume_after_a_gap_gives_the_same_ledger(tiny_run, gapped, tmp_path):
     blind = candles.index[candles.index > gapped["gap"]][: lb - 1]
     path = tmp_path / "stopped.sqlite"
     for stop in (blind[0], blind[-1], gapped["last"]):  # right after the gap, on the last blind candle, the end
-        trade_into(tiny_run, path, Replay(candles, start=first, end=stop, progress=False))
+        trade_into(tiny_run, path, Replay({SYMBOL: candles}, start=first, end=stop, progress=False))
     assert_same_ledger(path, tables(gapped["path"]))
 
 
@@ -200,7 +200,7 @@ def test_sigterm_stops_cleanly_and_status_reports(tiny_run, whole):
     assert "SIGTERM: stopping after this candle" in out + err
     stopped_at = bars(path)[0]
     assert 20 <= stopped_at < len(tables(whole[1])["bars"])
-    assert re.search(rf"\nCandles +{stopped_at}\n", out)  # the summary of where it stopped
+    assert re.search(rf"\nCandles +{stopped_at} +{stopped_at}\n", out)  # the summary of where it stopped
     assert "SIGTERM" in (path.parent / "paper.log").read_text()  # the paper run's log, beside its ledger
 
 
@@ -210,7 +210,7 @@ def test_status_prints_and_plots(tiny_run, whole, capsys):
     out = capsys.readouterr().out
     for key in ("Equity", "Position", "PnL", "# Round trips", "Last candle"):
         assert key in out
-    assert f"{whole[0]['Last candle']}" in out
+    assert f"{whole[0].loc['Last candle', 'portfolio']}" in out
     assert (whole[1].parent / "equity.png").stat().st_size > 10_000
     with pytest.raises(BotterError, match="no paper run 'nothing'"):
         _paper(compose("paper", [f"run_dir={tiny_run}", "name=nothing", "mode=status"]))
