@@ -193,9 +193,11 @@ class Ledger:
         self._check_version(version)
         # Always a write, so that a ledger this process cannot write fails here, not at its first candle.
         with self._transaction():
-            for sql in TABLES if version == 0 else ():  # a new file
-                self.db.execute(sql)
-            for v in range(version or VERSION, VERSION):
+            if version == 0:  # a new file
+                for sql in TABLES:
+                    self.db.execute(sql)
+                version = VERSION
+            for v in range(version, VERSION):
                 MIGRATIONS[v](self.db)
                 log.info("migrated the paper ledger %s from schema version %d to %d", self.path, v, v + 1)
             self.db.execute(f"PRAGMA user_version = {VERSION}")
