@@ -209,7 +209,9 @@ def build(
     Raises BotterError, naming why, when a symbol yields no window (unless allow_empty).
     """
     lookback = botter.render.lookback(window, render.get("ma"))
-    frames, ends, labels, start = [], [], [], 0
+    total = sum(len(df) for df in candles.values())
+    prices, times = np.empty((total, len(COLUMNS))), np.empty(total, np.int64)  # filled symbol by symbol
+    ends, labels, start = [], [], 0
     for symbol, df in candles.items():
         ms = df.index.as_unit("ms").asi8
         e, known = decidable(ms, lookback=lookback, horizon=horizon, timeframe=timeframe, hours=hours)
@@ -220,19 +222,16 @@ def build(
         label = np.full(len(e), -1, dtype=np.int8)
         label[known] = labels_from_returns(opens[k + 1 + horizon] / opens[k + 1] - 1, classes=classes,
                                            flat_threshold=flat_threshold)
-        frames.append(df)
+        for j, column in enumerate(COLUMNS):
+            prices[start : start + len(df), j] = df[column].to_numpy(np.float64)
+        times[start : start + len(df)] = ms
         ends.append(e + start)
         labels.append(label)
         start += len(df)
-    table = CandleTable(
-        prices=torch.from_numpy(np.concatenate([f[COLUMNS].to_numpy(np.float64) for f in frames])),
-        times=np.concatenate([f.index.as_unit("ms").asi8 for f in frames]),
-        offsets=np.cumsum([0, *(len(f) for f in frames)]),
-        names=tuple(candles),
-    )
+    table = CandleTable(prices=torch.from_numpy(prices), times=times,
+                        offsets=np.cumsum([0, *(len(df) for df in candles.values())]), names=tuple(candles))
     ends = np.concatenate(ends)
-    check_windows(table.prices, torch.from_numpy(ends), lookback,
-                  pd.to_datetime(table.times, unit="ms", utc=True))
+    check_windows(table.prices, torch.from_numpy(ends), lookback, times.view("datetime64[ms]"))
     if len(ends) == 0:
         return Windows(table, ends, np.zeros(0, np.int8), window, horizon, render,
                        None if render["name"] == "ohlc" else np.zeros((0, render["channels"], render["height"],

@@ -183,20 +183,28 @@ def bad_candles(prices: torch.Tensor) -> torch.Tensor:
     """(T,) bool: the candles of `prices` (T, 5) no chart can be drawn from: non-finite, non-positive
     low, high < low, open or close outside [low, high], negative volume."""
     o, h, l, c, v = prices.unbind(-1)
-    return ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
+    bad = (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)  # (T,)
+    for column in (o, h, l, c, v):  # column by column: no (T, 5) temporary
+        bad |= ~column.isfinite()
+    return bad
 
 
 def check_windows(prices, ends, reads: int, times=None) -> None:
     """Raise BotterError for the first window (ending at candle `ends[i]`, reading `reads` candles)
     that reads a bad candle of `prices` (T, 5) (`bad_candles`)."""
     bad = bad_candles(prices)  # (T,)
-    count = torch.cat([bad.new_zeros(1, dtype=torch.int64), bad.cumsum(0)])  # (T+1,)
-    first = (ends - reads + 1).clamp(min=0)
-    hits = (count[ends + 1] - count[first]) > 0  # (N,)
-    if not hits.any():
+    count = bad.to(torch.int32).cumsum(0, dtype=torch.int32)  # (T,) bad candles up to each one
+    for s in range(0, len(ends), 1 << 20):  # in chunks: the temporaries stay small for 10 M windows
+        e = ends[s : s + (1 << 20)]
+        first = (e - reads + 1).clamp(min=0)
+        hits = count[e] - torch.where(first > 0, count[(first - 1).clamp(min=0)], 0) > 0  # (n,)
+        if hits.any():
+            break
+    else:
         return
-    i = int(hits.nonzero()[0, 0])
-    k = int(first[i]) + int(bad[first[i] : ends[i] + 1].nonzero()[0, 0])
+    j = int(hits.nonzero()[0, 0])
+    i = s + j
+    k = int(first[j]) + int(bad[first[j] : ends[i] + 1].nonzero()[0, 0])
     label = (lambda n: f"{times[n]}") if times is not None else (lambda n: f"candle {n}")
     raise BotterError(
         f"window {i} (ending {label(int(ends[i]))}) reads a bad candle at {label(k)}: "

@@ -141,7 +141,7 @@ class Poll:
         self.stop = stop or threading.Event()
         self.wait = wait or self.stop.wait
         self.limit = page_size(exchange)
-        self.last_good: dict[str, list] = {}  # per symbol, the newest tradeable candle: context for the checks
+        self.last_good: dict[str, pd.DataFrame] = {}  # per symbol, the newest tradeable candle: the checks' context
 
     def _call(self, fn, *args, **kwargs):
         """`fn(...)`, retried on network errors with bounded backoff: at most `start_tries` calls
@@ -177,7 +177,11 @@ class Poll:
         out = []
         while since + self.tf_ms <= now:
             page = self._call(self.exchange.fetch_ohlcv, symbol, self.timeframe, since=since, limit=self.limit)
-            rows = [list(r) for r in page if since <= r[0] and r[0] + self.tf_ms <= now]
+            timeless = [r for r in page if not isinstance(r[0], (int, float)) or r[0] != r[0]]
+            if timeless:  # nothing to key it by, not even as skipped
+                log.warning("%s: %d candle rows without an open time left out, like %s", symbol, len(timeless),
+                            timeless[0])
+            rows = [list(r) for r in page if r not in timeless and since <= r[0] and r[0] + self.tf_ms <= now]
             out += rows
             if not rows:
                 break
@@ -186,37 +190,30 @@ class Poll:
 
     def check(self, symbol: str, rows: list[list]) -> tuple[list[list], list[Skip]]:
         """(the tradeable candles of `rows` in time order, the skipped ones with why): botter-fetch's
-        validation with the newest tradeable candle before them as context, then the chart's own
-        rule (botter.render.bad_candles) for what a policy of flag would let through."""
+        gate (botter.data.validate.apply_policy, the newest tradeable candle before them as context),
+        then the chart's own rule (botter.render.bad_candles) for what a policy of flag lets through."""
         if not rows:
             return [], []
-        before = [self.last_good[symbol]] if symbol in self.last_good else []
-        frame = from_rows(before + rows)
-        kept, report = apply_policy(frame, self.timeframe, self.policy)
-        good = _rows(kept[~kept.index.isin(frame.index[:len(before)])])
-        unchartable = bad_candles(torch.from_numpy(good[:, 1:])).numpy()
-        new = set(frame.index[len(before):].as_unit("ms").asi8.tolist())
-        reasons = {}
+        kept, report = apply_policy(from_rows(rows), self.timeframe, self.policy, before=self.last_good.get(symbol))
+        reasons = {to_ms(t): [f"{name} ({PROBLEMS[name]})" for name in names] for t, names in report.dropped}
         for name, times in report.problems.items():
-            for t in (int(t) for t in times.as_unit("ms").asi8 if t in new):
-                if self.policy[name] == "flag":
-                    log.info("%s candle %s kept with %s (%s)", symbol, pd.Timestamp(t, unit="ms", tz="UTC"),
-                             name, PROBLEMS[name])
-                else:
-                    reasons.setdefault(t, []).append(f"{name} ({PROBLEMS[name]})")
-        for t in good[unchartable, 0].astype(np.int64).tolist():
-            reasons.setdefault(t, []).append("no chart can be drawn from it (prices must be finite and positive, "
-                                             "low <= open, close <= high, volume >= 0)")
-        good = good[~unchartable]
-        traded = set(good[:, 0].astype(np.int64).tolist())
+            if self.policy[name] == "flag":
+                for t in times:
+                    log.info("%s candle %s kept with %s (%s)", symbol, t, name, PROBLEMS[name])
+        unchartable = bad_candles(torch.tensor(kept.to_numpy(np.float64))).numpy()
+        for t in kept.index[unchartable]:
+            reasons.setdefault(to_ms(t), []).append("no chart can be drawn from it (prices must be finite and "
+                                                    "positive, low <= open, close <= high, volume >= 0)")
+        kept = kept[~unchartable]
+        traded = set(kept.index.as_unit("ms").asi8.tolist())
         skips = {}
         for r in rows:  # one per open time: the first the exchange sent
             t = int(r[0])
             if t not in traded and t not in skips:
                 skips[t] = Skip(symbol, t, "; ".join(reasons.get(t, ["dropped"])), r)
-        if len(good):
-            self.last_good[symbol] = good[-1].tolist()
-        return [r.tolist() for r in good], list(skips.values())
+        if len(kept):
+            self.last_good[symbol] = kept.iloc[-1:]
+        return _rows(kept).tolist(), list(skips.values())
 
     def open(self, since: int | None, warmup: int) -> tuple[dict, Iterator[Batch]]:
         try:
