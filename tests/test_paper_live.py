@@ -55,6 +55,16 @@ def server(replayed):
         yield s
 
 
+def until(server, stop_at):
+    """A feed's wait(): the server's clock moves one timeframe per wait until it reaches `stop_at` (ms)."""
+    def wait(seconds):
+        if server.now >= stop_at:
+            return True
+        server.now += TF
+        return False
+    return wait
+
+
 def trade_live(run_dir, ledger_path, server, wait):
     """Trade the live feed into the ledger at `ledger_path` until `wait` says stop."""
     exchange = make_exchange("binance", server.ccxt_config())
@@ -96,18 +106,10 @@ def test_live_feed_catches_up_candles_missed_while_down(tiny_run, replayed, serv
     path = tmp_path / "live.sqlite"
     end = to_ms(replayed["bars"]["time"].iloc[-1]) + TF
 
-    def until(stop_at):
-        def wait(seconds):
-            if server.now >= stop_at:
-                return True
-            server.now += TF
-            return False
-        return wait
-
-    first = trade_live(tiny_run, path, server, until(server.now + 40 * TF))
+    first = trade_live(tiny_run, path, server, until(server, server.now + 40 * TF))
     assert first == 41
     server.now += 50 * TF  # down for 50 candles
-    second = trade_live(tiny_run, path, server, until(end))
+    second = trade_live(tiny_run, path, server, until(server, end))
     assert first + second == len(replayed["bars"])
     assert_same_ledger(path, replayed)
 
@@ -171,21 +173,11 @@ def test_bad_live_candles_are_skipped_and_the_run_equals_a_replay_of_the_store(t
     server.serve_raw(SYMBOL, {to_ms(t): v for t, v in raw.items()})
     end = to_ms(times.iloc[-1]) + TF
 
-    def until(stop_at):
-        def wait(seconds):
-            if server.now >= stop_at:
-                return True
-            server.now += TF
-            return False
-        return wait
-
     path = tmp_path / "live.sqlite"
-    exchange = make_exchange("binance", server.ccxt_config())
     with caplog.at_level(logging.WARNING, logger="botter.paper.loop"):
-        trade_into(tiny_run, path, Poll(exchange, [SYMBOL], "5m", policy=POLICY, poll_s=POLL_S,
-                                        wait=until(to_ms(bad[0]) + TF)))  # stops right after the first
+        trade_live(tiny_run, path, server, until(server, to_ms(bad[0]) + TF))  # stops right after the first
         assert bars(path)[1] < to_ms(bad[0])  # the last record is the skipped candle
-        trade_into(tiny_run, path, Poll(exchange, [SYMBOL], "5m", policy=POLICY, poll_s=POLL_S, wait=until(end)))
+        trade_live(tiny_run, path, server, until(server, end))
     got = tables(path)
     skipped = got["skipped"]
     assert skipped["time"].tolist() == bad
@@ -200,7 +192,7 @@ def test_bad_live_candles_are_skipped_and_the_run_equals_a_replay_of_the_store(t
 
     # What botter-fetch stores from the same exchange, replayed, is the same run.
     store = store_path(tmp_path / "data", "binance", SYMBOL, "5m")
-    fetch_to_store(exchange, SYMBOL, "5m", store, since=int(sample.index[0].value // 1_000_000), policy=POLICY,
+    fetch_to_store(make_exchange("binance", server.ccxt_config()), SYMBOL, "5m", store, since=int(sample.index[0].value // 1_000_000), policy=POLICY,
                    retry={"tries": 1}, progress=False)
     stored = load_candles("binance", SYMBOL, "5m", data_dir=tmp_path / "data")
     assert stored.index.intersection(bad).empty

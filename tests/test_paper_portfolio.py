@@ -11,6 +11,7 @@ import pytest
 from exchange_server import ExchangeServer
 from paper_helpers import POLICY, assert_same_ledger, settings, tables, trade_into
 from test_paper import assert_same_fills, expected_fills
+from test_paper_live import TF, until
 
 from botter.cli.backtest import backtest as _backtest
 from botter.cli.paper import paper as _paper
@@ -25,7 +26,6 @@ from botter.paper.report import curves
 
 PAIR = ["ETH/BTC", "LTC/BTC"]
 START, END = "2018-01-16T00:00", "2018-01-16T20:00"  # after the tiny run's data: out of sample for both
-TF = 300_000
 CASH = float(compose("backtest").backtest.cash)  # the shipped starting equity, split over the symbols
 
 
@@ -87,15 +87,9 @@ def test_the_live_feed_trades_a_candle_time_once_every_symbol_is_in_or_declared_
     with ExchangeServer({"ETH/BTC": eth, "LTC/BTC": ltc.drop(hole)}, "5m") as server:
         server.stall("LTC/BTC", to_ms(stall))
         server.now = first + TF + 10_000  # each poll 10 s after a close: a missing candle is waited for once
-
-        def wait(seconds):
-            if server.now >= last + 2 * TF:  # the last candle time waited for LTC/BTC once
-                return True
-            server.now += TF
-            return False
-
         exchange = make_exchange("binance", server.ccxt_config())
-        feed = Poll(exchange, PAIR, "5m", policy=POLICY, poll_s=0.7, missing_after=30, wait=wait)
+        feed = Poll(exchange, PAIR, "5m", policy=POLICY, poll_s=0.7, missing_after=30,
+                    wait=until(server, last + 2 * TF))  # the last candle time waits for LTC/BTC once
         with caplog.at_level(logging.WARNING, logger="botter.paper.feeds"):
             trade_into(tiny_run, tmp_path / "live.sqlite", feed, symbols=PAIR)
         lagging = [r.getMessage() for r in caplog.records if "traded without it" in r.getMessage()]
