@@ -177,7 +177,8 @@ def decidable(ms: np.ndarray, *, lookback: int, horizon: int, timeframe: str, ho
     are too. Nothing after e decides whether the window exists.
     """
     if lookback < 1 or horizon < 1:
-        raise BotterError(f"window={lookback} and horizon={horizon} must both be >= 1 candle")
+        raise BotterError(f"data.window (a chart reads {lookback} candles) and data.horizon={horizon} must both be "
+                          ">= 1 candle")
     pos = market_hours.positions(ms, timeframe, hours)
     ends = np.arange(lookback - 1, len(pos))
     ends = ends[pos[ends] - pos[ends - lookback + 1] == lookback - 1]
@@ -208,6 +209,10 @@ def build(
     keyed by a hash of everything they depend on (None: not kept).
     Raises BotterError, naming why, when a symbol yields no window (unless allow_empty).
     """
+    if not candles:
+        raise BotterError("no symbols to build windows from: give at least one, like data.symbols=[ETH/BTC]")
+    if window < 1:
+        raise BotterError(f"data.window={window} must be >= 1 candle")
     lookback = botter.render.lookback(window, render.get("ma"))
     total = sum(len(df) for df in candles.values())
     prices, times = np.empty((total, len(COLUMNS))), np.empty(total, np.int64)  # filled symbol by symbol

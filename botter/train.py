@@ -169,8 +169,12 @@ def fit(
     """
     if schedule not in SCHEDULES:
         raise BotterError(f"trainer.schedule={schedule!r} is not one of: {', '.join(SCHEDULES)}")
-    if max_epochs < 1 or (batch_size is not None and batch_size < 1):
-        raise BotterError(f"trainer.batch_size={batch_size} and trainer.max_epochs={max_epochs} must be >= 1")
+    for name, value in (("max_epochs", max_epochs), ("patience", patience), ("batch_size", batch_size or 1)):
+        if not isinstance(value, int) or value < 1:
+            raise BotterError(f"trainer.{name}={value} must be a whole number >= 1")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise BotterError(f"trainer.{name}={value} must be a number >= 0")
     if (train.labels < 0).any() or (val.labels < 0).any():
         raise BotterError("fit takes labelled windows only: pass windows.labelled()")
     if not len(train) or not len(val):
