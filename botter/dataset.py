@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 import botter.render
 from botter.atomic import atomic_path
 from botter.data import hours as market_hours
 from botter.data.candles import to_ms
 from botter.errors import BotterError
+from botter.progress import bar as progress_bar
 from botter.render import check_windows, ohlc_images
 from botter.render import render as render_windows
 
@@ -278,7 +278,7 @@ def _cached_images(candles, window, render, ends, offsets, cache_dir, progress) 
     if render["name"] == "ohlc":
         render_windows(first, min(window, len(first)), ends=np.zeros(0, np.int64), **render)  # checks the config
         return None
-    bar = tqdm(total=len(ends), desc=f"render {render['name']}", unit="win", disable=not progress, leave=False,
+    bar = progress_bar(total=len(ends), desc=f"render {render['name']}", unit="win", show=progress, leave=False,
                delay=0.5)
     parts = []
     for i, (symbol, df) in enumerate(candles.items()):

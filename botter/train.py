@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from botter import runs, shapes
 from botter.atomic import atomic_path
@@ -30,6 +29,7 @@ from botter.errors import BotterError
 from botter.evaluate import balanced_accuracy, log_loss
 from botter.inference import as_input, probabilities
 from botter.model import build_model, layer_specs
+from botter.progress import bar as progress_bar
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 # Settings that shape a checkpoint: trainer keys outside it may change on resume.
@@ -237,7 +237,7 @@ def fit(
         # Sums stay on the device: reading them every step would make the GPU wait for the CPU.
         total, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{max_epochs}", disable=not (main and progress), leave=False)
+        bar = progress_bar(range(steps), desc=f"epoch {epoch + 1}/{max_epochs}", show=main and progress, leave=False)
         for i in bar:
             idx = order[i * batch_size : (i + 1) * batch_size]
             x = as_input(train.images(idx.numpy(), dev))  # (B, C, H, W) drawn here, on dev
