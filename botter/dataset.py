@@ -274,9 +274,8 @@ def cache_key(df: pd.DataFrame, window: int, render: dict, ends: np.ndarray) -> 
 def _cached_images(candles, window, render, ends, offsets, cache_dir, progress) -> np.ndarray | None:
     """The images of a renderer too slow to draw per batch (every one but ohlc), from the cache
     when there; None for ohlc (after checking its config)."""
-    first = next(iter(candles.values()))
-    if render["name"] == "ohlc":
-        render_windows(first, min(window, len(first)), ends=np.zeros(0, np.int64), **render)  # checks the config
+    if render["name"] == "ohlc":  # checks the config; any symbol with windows has >= window candles
+        render_windows(max(candles.values(), key=len), window, ends=np.zeros(0, np.int64), **render)
         return None
     bar = progress_bar(total=len(ends), desc=f"render {render['name']}", unit="win", show=progress, leave=False,
                delay=0.5)
