@@ -13,7 +13,7 @@ BIN = Path(sys.executable).parent
     "argv, says",
     [
         (["botter-backtest"], "run_dir has no value: give it on the command line (run_dir=...)"),
-        (["botter-train", "model=nope"], "Could not find 'model/nope'"),
+        (["botter-train", "model=nope"], "model=nope is not an option of model; options: jkx20, seed, small"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, argv, says):

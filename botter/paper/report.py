@@ -84,32 +84,37 @@ def summary(ledger: Ledger) -> pd.DataFrame:
 
 
 def plot_equity(ledger: Ledger, path) -> None:
-    """Write the account's equity curve (against buy-and-hold from the first close) with the fills marked."""
-    import matplotlib
+    """Write the equity curve (against buy-and-hold from the first close), the fills and the drawdown.
 
-    matplotlib.use("Agg")
+    The fills get a lane of their own under the curve, buys as green triangles up, sells as red
+    triangles down, at a size that shows (on the curve, many of them would hide it). A long run is
+    drawn thinned (botter.plots.thin), one marker per side per pixel column.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    from botter.plots import drawdown_panel
+    from botter.plots import PIXELS, drawdown_panel, save, thin  # sets the Agg backend
 
     fills, meta = ledger.table("fills"), ledger.meta()
     equity, hold = curves(ledger)["portfolio"]
-    fig, (ax, ax_dd) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 1])
-    ax.plot(equity.index, equity, label="paper equity", color="tab:blue", lw=1.2, zorder=3)
-    ax.plot(hold.index, hold, label="buy & hold", color="gray", lw=0.8, alpha=0.8)
-    at = equity.reindex(pd.DatetimeIndex(fills["time"]))
-    size = min(22.0, max(2.0, 2500 / max(len(fills), 1)))  # many fills: small marks that leave the curve visible
-    for side, marker, color in (("buy", "^", "tab:green"), ("sell", "v", "tab:red")):
-        mask = (fills["side"] == side).to_numpy()
-        ax.scatter(at.index[mask], at.to_numpy()[mask], marker=marker, color=color, s=size, alpha=0.7, lw=0,
-                   zorder=2, label=f"{side} fills")
+    fig, (ax, lane, ax_dd) = plt.subplots(3, 1, figsize=(11, 6.5), sharex=True, height_ratios=[3, 0.5, 1])
+    ax.plot(thin(equity), label="paper equity", color="tab:blue", lw=1.2, zorder=3)
+    ax.plot(thin(hold), label="buy & hold", color="gray", lw=0.8, alpha=0.8)
+    column = max((equity.index[-1] - equity.index[0]) / PIXELS, pd.Timedelta(1, "ms"))
+    marks = []
+    for side, y, marker, color in (("buy", 1, "^", "tab:green"), ("sell", 0, "v", "tab:red")):
+        times = pd.DatetimeIndex(fills.loc[fills["side"] == side, "time"])
+        shown = times[~pd.Index((times - equity.index[0]) // column).duplicated()]  # one per pixel column
+        lane.scatter(shown, np.full(len(shown), y), marker=marker, color=color, s=60, lw=0)
+        marks.append(Line2D([], [], ls="", marker=marker, color=color, markersize=8,
+                            label=f"{len(times)} {side} fills (the lane below)"))
+    lane.set_ylim(-0.7, 1.7)
+    lane.set_yticks([0, 1], ["sell", "buy"])
+    lane.grid(axis="x", alpha=0.3)
     ax.set_ylabel("equity (quote)")
     ax.set_title(f"paper {meta['feed']}: {', '.join(ledger.symbols())} {meta['timeframe']}, {len(equity)} candles, "
                  f"{len(fills)} fills, last {equity.index[-1]:%Y-%m-%d %H:%M} UTC")
-    ax.legend(loc="upper left", fontsize=8, markerscale=(22 / size) ** 0.5)
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + marks, loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     drawdown_panel(ax_dd, equity)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
