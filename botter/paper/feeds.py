@@ -18,13 +18,13 @@ import ccxt
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from botter.data.candles import from_rows, timeframe_ms, to_ms
 from botter.data.fetch import RETRY, call, check_market, page_size
 from botter.data.validate import PROBLEMS, apply_policy, check_policy
 from botter.errors import BotterError
 from botter.paper.ledger import Skip
+from botter.progress import bar
 from botter.render import bad_candles
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Replay:
         times = np.concatenate([self.times[k][a:b] for k, a, b in spans])
         order = np.lexsort((which, times))
         groups = np.split(order, np.flatnonzero(np.diff(times[order])) + 1) if len(order) else []
-        for group in tqdm(groups, unit="candle", desc="replay", disable=not self.progress):
+        for group in bar(groups, show=self.progress, unit="candle", desc="replay"):
             if self.pace and self.stop.wait(self.pace):
                 return
             yield Batch(int(times[group[0]]), {self.symbols[which[k]]: list(self.rows[which[k]][at[k]]) for k in group})
