@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from botter.dataset import CLASS_NAMES, Windows, build
 from botter.model import build_model
+from botter.progress import bar as progress_bar
 from botter.render import lookback
 from botter.runs import Run
 
@@ -55,7 +55,7 @@ def probabilities(models: list[nn.Module], windows: Windows, *, device="cpu", ba
         m.eval()
     classes = models[0].head[-1].out_features
     out = np.zeros((len(windows), classes))
-    bar = tqdm(total=len(windows), desc="predict", unit="win", disable=not progress, leave=False, delay=1)
+    bar = progress_bar(total=len(windows), desc="predict", unit="win", show=progress, leave=False, delay=1)
     with exact_float32():
         for s in range(0, len(windows), batch_size):
             idx = np.arange(s, min(s + batch_size, len(windows)))

@@ -217,14 +217,20 @@ def _within(rows, top, length):
     return (rows - top[:, None]) <= length[:, None]
 
 
-def check_windows(prices, ends, reads: int, times=None) -> None:
-    """Raise BotterError for the first window (ending at candle `ends[i]`, reading `reads` candles)
-    that reads a bad candle of `prices` (T, 5): non-finite, non-positive low, high < low, open or
-    close outside [low, high], negative volume."""
+def bad_candles(prices: torch.Tensor) -> torch.Tensor:
+    """(T,) bool: the candles of `prices` (T, 5) no chart can be drawn from: non-finite, non-positive
+    low, high < low, open or close outside [low, high], negative volume."""
     o, h, l, c, v = prices.unbind(-1)
     bad = (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)  # (T,)
-    for column in (o, h, l, c, v):
+    for column in (o, h, l, c, v):  # column by column: no (T, 5) temporary
         bad |= ~column.isfinite()
+    return bad
+
+
+def check_windows(prices, ends, reads: int, times=None) -> None:
+    """Raise BotterError for the first window (ending at candle `ends[i]`, reading `reads` candles)
+    that reads a bad candle of `prices` (T, 5) (`bad_candles`)."""
+    bad = bad_candles(prices)  # (T,)
     count = bad.to(torch.int32).cumsum(0, dtype=torch.int32)  # (T,) bad candles up to each one
     for s in range(0, len(ends), 1 << 20):  # in chunks: the temporaries stay small for 10 M windows
         e = ends[s : s + (1 << 20)]

@@ -4,8 +4,10 @@ Point a real `ccxt.binance` at it with `server.ccxt_config()`. It pages klines b
 endTime / limit like Binance (default 500, capped at 1000 or a smaller `page_limit`), serves only
 candles opened before its clock `now` (so the last one served is the still-open candle), can fail
 the next N requests (timeout, 418/429 with an optional Retry-After, 5xx) or spoil the next klines
-pages (truncated, empty, a candle repeated with other values, one off the grid), and logs every
-request path so a test can assert what was (not) called. Every binance API url points here,
+pages (truncated, empty, a candle repeated with other values, one off the grid), can serve given raw
+values for some candles (`serve_raw`: a None volume, a "NaN", high < low, as some exchanges send) and
+hold a market's candles back from an open time on (`stall`), and logs every request path so a test
+can assert what was (not) called. Every binance API url points here,
 private ones too: a signed request shows in the log (and gets a 404).
 
     with ExchangeServer({"ETH/BTC": load_sample("ETH/BTC")}, "5m") as server:
@@ -40,6 +42,7 @@ class ExchangeServer:
                 [int(t), *(repr(float(x)) for x in v[:4]), repr(float(v[4])), int(t) + self.tf_ms - 1]
                 for t, v in zip(opens, df[["open", "high", "low", "close", "volume"]].to_numpy())
             ]
+        self.stalled: dict[str, int] = {}  # Binance market id -> first open time not served
         last = max((rows[-1][0] for rows in self.rows.values() if rows), default=0)
         # Epoch ms of the server clock; by default every candle has closed.
         self.now = last + self.tf_ms
@@ -81,6 +84,19 @@ class ExchangeServer:
         with self._lock:
             self._faults += [None] * after + [fault] * n
 
+    def serve_raw(self, symbol: str, values: dict[int, list]) -> None:
+        """Serve {open time ms: [open, high, low, close, volume]} of `symbol` as given (strings, None,
+        numbers: what goes into the JSON) instead of the candles' values."""
+        base, quote = symbol.split("/")
+        for row in self.rows[base + quote]:
+            if row[0] in values:
+                row[1:6] = values[row[0]]
+
+    def stall(self, symbol: str, since: int) -> None:
+        """Serve no candle of `symbol` with open time >= `since` (ms), as when one market lags."""
+        base, quote = symbol.split("/")
+        self.stalled[base + quote] = since
+
     def start(self) -> "ExchangeServer":
         self._thread.start()
         return self
@@ -104,7 +120,8 @@ class ExchangeServer:
             return 400, {"code": -1120, "msg": "Invalid interval."}
         limit = min(int(q.get("limit", 500)), self.page_limit)
         start, end = q.get("startTime"), q.get("endTime")
-        served = [r for r in rows if r[0] < self.now and (end is None or r[0] <= int(end))]
+        until = min(self.now, self.stalled.get(q["symbol"], self.now))
+        served = [r for r in rows if r[0] < until and (end is None or r[0] <= int(end))]
         if start is not None:
             return 200, [r for r in served if r[0] >= int(start)][:limit]
         return 200, served[-limit:]

@@ -141,7 +141,8 @@ def test_thin_keeps_every_extreme_at_its_time(values, bins):
 def test_paper_equity_chart_shows_every_fill_in_its_lane(tmp_path, figures):
     df = load_sample("XMR/BTC").iloc[:240]
     times = (df.index.as_unit("ms").asi8 // 1).tolist()
-    with Ledger(tmp_path / "ledger.sqlite", {"symbol": "XMR/BTC", "timeframe": "5m", "feed": "replay", "cash": 1.0}) as ledger:
+    with Ledger(tmp_path / "ledger.sqlite", {"symbols": ["XMR/BTC"], "timeframe": "5m", "feed": "replay",
+                                             "cash": 1.0}) as ledger:
         side, fills = 0, {"buy": 0, "sell": 0}
         for i, (t, row) in enumerate(zip(times, df.itertuples(index=False))):
             fill = None
@@ -150,8 +151,8 @@ def test_paper_equity_chart_shows_every_fill_in_its_lane(tmp_path, figures):
                 side = 1 if order == "buy" else -1
                 fill = Fill(t, times[i - 1], order, 1.0, row.open, 0.0)
                 fills[order] += 1
-            ledger.record(Step((t, *row), fill, float(side), side, 1.0, 1.0 + 0.01 * np.sin(i / 9),
-                               {"p_down": 0.5, "p_up": 0.5}, side))
+            ledger.record([Step("XMR/BTC", (t, *row), fill, float(side), side, 1.0, 1.0 + 0.01 * np.sin(i / 9),
+                                {"p_down": 0.5, "p_up": 0.5}, side)])
         plot_paper_equity(ledger, tmp_path / "equity.png")
     ax, lane, drawdown = figures[0].axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]

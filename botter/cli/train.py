@@ -46,32 +46,37 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
               "labelled windows per class and split:")
         print(dataset.class_balance(windows, assignment, d["classes"]).to_string())
         runs.start(out_dir, c, kind="train")
-    model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
-    fitted = fit(train_w.labelled(), val_w.labelled(), model_kwargs=model_kwargs, out_dir=out_dir,
-                 fingerprint=expected, **t)
-    if fitted is None:  # not rank 0
-        return {}
-    info = {"render": r, "timeframe": d["timeframe"], "hours": hours, "flat_threshold": ds["flat_threshold"],
-            **{k: d[k] for k in ("window", "horizon", "classes")}}
-    runs.save_model(out_dir, state_dicts=[fitted.model.state_dict()], model_kwargs=model_kwargs, info=info)
-    device = next(fitted.model.parameters()).device
-    probs = probabilities([fitted.model], test_w, device=device, progress=t["progress"])
-    predictions = predictions_frame(test_w, probs, d["classes"])
-    known = test_w.labels >= 0
-    result = {
-        "test": metrics(test_w.labels[known].astype(int), probs[known]),
-        "baselines": baselines(train_w.labelled(), test_w.labelled(), classes=d["classes"],
-                               flat_threshold=ds["flat_threshold"]),
-        "best_epoch": fitted.best_epoch,
-        "epochs": len(fitted.history),
-        "test_windows": {"decided": len(test_w), "labelled": int(known.sum())},
-    }
-    print(f"test split ({known.sum()} labelled of {len(test_w)} decided windows), model beside the baselines:\n"
-          f"{format_table(result)}")
-    report_backtest(predictions, candles, signal_settings(c["backtest"], d["horizon"]), out_dir / "backtest")
-    runs.finish(out_dir, predictions=predictions, metrics=result, symbols=list(candles), timeframe=d["timeframe"],
-                hours=hours, periods=dataset.periods(windows, assignment),
-                predictions_precision={"device": device.type, "dtype": PRECISION},
-                training={"precision": fitted.precision, "batch_size": fitted.batch_size, "compiled": fitted.compiled})
+    try:
+        model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
+        fitted = fit(train_w.labelled(), val_w.labelled(), model_kwargs=model_kwargs, out_dir=out_dir,
+                     fingerprint=expected, **t)
+        if fitted is None:  # not rank 0
+            return {}
+        info = {"render": r, "timeframe": d["timeframe"], "hours": hours, "flat_threshold": ds["flat_threshold"],
+                **{k: d[k] for k in ("window", "horizon", "classes")}}
+        runs.save_model(out_dir, state_dicts=[fitted.model.state_dict()], model_kwargs=model_kwargs, info=info)
+        device = next(fitted.model.parameters()).device
+        probs = probabilities([fitted.model], test_w, device=device, progress=t["progress"])
+        predictions = predictions_frame(test_w, probs, d["classes"])
+        known = test_w.labels >= 0
+        result = {
+            "test": metrics(test_w.labels[known].astype(int), probs[known]),
+            "baselines": baselines(train_w.labelled(), test_w.labelled(), classes=d["classes"],
+                                   flat_threshold=ds["flat_threshold"]),
+            "best_epoch": fitted.best_epoch,
+            "epochs": len(fitted.history),
+            "test_windows": {"decided": len(test_w), "labelled": int(known.sum())},
+        }
+        print(f"test split ({known.sum()} labelled of {len(test_w)} decided windows), model beside the baselines:\n"
+              f"{format_table(result)}")
+        report_backtest(predictions, candles, signal_settings(c["backtest"], d["horizon"]), out_dir / "backtest")
+        runs.finish(out_dir, predictions=predictions, metrics=result, symbols=list(candles), timeframe=d["timeframe"],
+                    hours=hours, periods=dataset.periods(windows, assignment),
+                    predictions_precision={"device": device.type, "dtype": PRECISION},
+                    training={"precision": fitted.precision, "batch_size": fitted.batch_size, "compiled": fitted.compiled})
+    except BaseException as e:  # a failed or killed run must not look like a finished one
+        if rank == 0:
+            runs.fail(out_dir, e)
+        raise
     print(f"run folder: {out_dir}")
     return result

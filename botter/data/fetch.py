@@ -26,12 +26,12 @@ from pathlib import Path
 import ccxt
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from botter.data.candles import from_rows, timeframe_ms, to_ms
 from botter.data.store import LOCAL, append_store, read_store
 from botter.data.validate import Report, apply_policy, check_policy, combine
 from botter.errors import BotterError
+from botter.progress import bar as progress_bar
 
 
 class BadPage(Exception):
@@ -301,8 +301,8 @@ def fetch_to_store(
             out.kept += written.kept
             pending, last_write = [], time.monotonic()
 
-    bar = tqdm(total=sum((b - a) // tf_ms for a, b in ranges), unit="candle",
-               desc=f"{exchange.id} {symbol} {timeframe}", disable=not progress)
+    bar = progress_bar(total=sum((b - a) // tf_ms for a, b in ranges), unit="candle",
+                       desc=f"{exchange.id} {symbol} {timeframe}", show=progress)
     start = None
     try:
         for a, b in ranges:

@@ -3,47 +3,84 @@
 import numpy as np
 import pandas as pd
 
+from botter.backtest import add_up
 from botter.paper.ledger import Ledger
 from botter.stats import max_drawdown, total_return
 
 SIDES = {-1: "short", 0: "flat", 1: "long"}
 
 
-def summary(ledger: Ledger) -> pd.Series:
-    """The state of a paper run, with labelled keys and units (quote currency unless said).
+ROWS = ["Symbol", "Feed", "Sample", "First candle", "Last candle", "Candles", "Skipped", "Last close", "Position",
+        "Next open", "Cash", "Equity", "Start equity", "PnL", "Return [%]", "Buy & Hold Return [%]",
+        "Max. Drawdown [%]", "# Fills", "# Round trips", "Fees"]
+
+
+def curves(ledger: Ledger) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """{symbol: (equity, buy & hold)} at each recorded close of the symbol (the symbols with a candle
+    recorded), and "portfolio": the whole account's, by the backtest's portfolio rule
+    (botter.backtest.add_up; a symbol with no candle yet counts with its share of the cash). Buy &
+    hold holds each symbol's share of the cash from its first close."""
+    bars, meta = ledger.table("bars"), ledger.meta()
+    symbols = ledger.symbols()
+    share = float(meta["cash"]) / len(symbols)
+    out = {}
+    for symbol in symbols:
+        b = bars[bars["symbol"] == symbol].set_index("time")
+        if len(b):
+            out[symbol] = (b["equity"], share * b["close"] / b["close"].iloc[0])
+    if out:
+        waiting = share * (len(symbols) - len(out))
+        out["portfolio"] = tuple(add_up([c[k] for c in out.values()]) + waiting for k in (0, 1))
+    return out
+
+
+def summary(ledger: Ledger) -> pd.DataFrame:
+    """The state of a paper run: one column per symbol and one for the whole account ("portfolio"),
+    the rows ROWS, in quote currency unless said.
 
     Return [%], Buy & Hold Return [%] and Max. Drawdown [%] are the backtest's figures (botter.stats)
-    of the equity and closes at each recorded close. Round trips count positions closed (a flip
-    closes one and opens another); fees are in quote.
+    of the equity and buy-and-hold curves at each recorded close (`curves`). Round trips count
+    positions closed (a flip closes one and opens another). Skipped: candles the feed handed on that
+    could not be traded (the ledger's `skipped` table says why).
     """
-    bars, fills = ledger.table("bars"), ledger.table("fills")
-    meta, state = ledger.meta(), ledger.state()
-    if state is None:
-        return pd.Series({"Symbol": meta.get("symbol"), "Candles": 0})
-    cash0 = float(meta["cash"])
-    sides = bars["side"].to_numpy()
-    closed = int(np.count_nonzero((sides[1:] != sides[:-1]) & (sides[:-1] != 0)))
-    return pd.Series({
-        "Symbol": f"{meta['symbol']} {meta['timeframe']}",
-        "Feed": meta["feed"],
-        "Sample": meta.get("sample", "out-of-sample"),
-        "First candle": bars["time"].iloc[0],
-        "Last candle": bars["time"].iloc[-1],
-        "Candles": len(bars),
-        "Last close": bars["close"].iloc[-1],
-        "Position": f"{SIDES[state.side]} {abs(state.position):.8g}",
-        "Next open": f"go {SIDES[state.target]}" if state.target != state.side else "hold",
-        "Cash": state.cash,
-        "Equity": state.equity,
-        "Start equity": cash0,
-        "PnL": state.equity - cash0,
-        "Return [%]": total_return(bars["equity"]),
-        "Buy & Hold Return [%]": total_return(bars["close"]),
-        "Max. Drawdown [%]": max_drawdown(bars["equity"]),
-        "# Fills": len(fills),
-        "# Round trips": closed,
-        "Fees": float(fills["fee"].sum()),
-    })
+    meta, states, symbols = ledger.meta(), ledger.states(), ledger.symbols()
+    bars, fills, skipped = (ledger.table(n) for n in ("bars", "fills", "skipped"))
+    lines = curves(ledger)
+    share = float(meta["cash"]) / len(symbols) if "cash" in meta else None
+    common = {"Feed": meta.get("feed"), "Sample": meta.get("sample", "out-of-sample")}
+    columns = {}
+    for symbol in symbols:
+        b, f, state = bars[bars["symbol"] == symbol], fills[fills["symbol"] == symbol], states.get(symbol)
+        column = {"Symbol": f"{symbol} {meta.get('timeframe', '')}".strip(), **common, "Candles": len(b),
+                  "Skipped": int((skipped["symbol"] == symbol).sum())}
+        if state is not None:
+            sides = b["side"].to_numpy()
+            equity, hold = lines[symbol]
+            column |= {
+                "First candle": b["time"].iloc[0], "Last candle": b["time"].iloc[-1], "Last close": b["close"].iloc[-1],
+                "Position": f"{SIDES[state.side]} {abs(state.position):.8g}",
+                "Next open": f"go {SIDES[state.target]}" if state.target != state.side else "hold",
+                "Cash": state.cash, "Equity": state.equity, "Start equity": share, "PnL": state.equity - share,
+                "Return [%]": total_return(equity), "Buy & Hold Return [%]": total_return(hold),
+                "Max. Drawdown [%]": max_drawdown(equity), "# Fills": len(f),
+                "# Round trips": int(np.count_nonzero((sides[1:] != sides[:-1]) & (sides[:-1] != 0))),
+                "Fees": float(f["fee"].sum()),
+            }
+        columns[symbol] = column
+    column = {"Symbol": ", ".join(symbols), **common, "Candles": bars["time"].nunique(), "Skipped": len(skipped)}
+    if states:
+        equity, hold = lines["portfolio"]
+        traded = [columns[s] for s in states]
+        cash = sum(c["Cash"] for c in traded) + share * (len(symbols) - len(states))
+        column |= {
+            "First candle": bars["time"].min(), "Last candle": bars["time"].max(), "Cash": cash,
+            "Equity": float(equity.iloc[-1]), "Start equity": float(meta["cash"]),
+            "PnL": float(equity.iloc[-1]) - float(meta["cash"]), "Return [%]": total_return(equity),
+            "Buy & Hold Return [%]": total_return(hold), "Max. Drawdown [%]": max_drawdown(equity),
+            **{k: sum(c[k] for c in traded) for k in ("# Fills", "# Round trips", "Fees")},
+        }
+    columns["portfolio"] = column
+    return pd.DataFrame(columns).reindex([r for r in ROWS if any(r in c for c in columns.values())]).fillna("")
 
 
 def plot_equity(ledger: Ledger, path) -> None:
@@ -58,13 +95,11 @@ def plot_equity(ledger: Ledger, path) -> None:
 
     from botter.plots import PIXELS, drawdown_panel, save, thin  # sets the Agg backend
 
-    bars, fills = ledger.table("bars"), ledger.table("fills")
-    meta = ledger.meta()
+    fills, meta = ledger.table("fills"), ledger.meta()
+    equity, hold = curves(ledger)["portfolio"]
     fig, (ax, lane, ax_dd) = plt.subplots(3, 1, figsize=(11, 6.5), sharex=True, height_ratios=[3, 0.5, 1])
-    equity = bars.set_index("time")["equity"]
-    hold = thin(float(meta["cash"]) * bars.set_index("time")["close"] / bars["close"].iloc[0])
     ax.plot(thin(equity), label="paper equity", color="tab:blue", lw=1.2, zorder=3)
-    ax.plot(hold, label="buy & hold", color="gray", lw=0.8, alpha=0.8)
+    ax.plot(thin(hold), label="buy & hold", color="gray", lw=0.8, alpha=0.8)
     column = max((equity.index[-1] - equity.index[0]) / PIXELS, pd.Timedelta(1, "ms"))
     marks = []
     for side, y, marker, color in (("buy", 1, "^", "tab:green"), ("sell", 0, "v", "tab:red")):
@@ -77,8 +112,8 @@ def plot_equity(ledger: Ledger, path) -> None:
     lane.set_yticks([0, 1], ["sell", "buy"])
     lane.grid(axis="x", alpha=0.3)
     ax.set_ylabel("equity (quote)")
-    ax.set_title(f"paper {meta['feed']}: {meta['symbol']} {meta['timeframe']}, {len(bars)} candles, "
-                 f"{len(fills)} fills, last {bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC")
+    ax.set_title(f"paper {meta['feed']}: {', '.join(ledger.symbols())} {meta['timeframe']}, {len(equity)} candles, "
+                 f"{len(fills)} fills, last {equity.index[-1]:%Y-%m-%d %H:%M} UTC")
     ax.legend(handles=ax.get_legend_handles_labels()[0] + marks, loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     drawdown_panel(ax_dd, equity)
