@@ -96,23 +96,25 @@ def paper_url(url: str, run: str, name: str) -> str:
     return f"{url}/paper?{urlencode({'run': run, 'name': name})}"
 
 
-def status(driver) -> dict[str, str]:
-    """The status table of a paper page: {key: value as shown}."""
+def status(driver) -> dict[str, list[str]]:
+    """The status table of a paper page: {figure: its value in each column as shown}, the header
+    (the columns) under ""."""
     from selenium.webdriver.common.by import By
 
-    return {row.find_element(By.TAG_NAME, "th").text: row.find_element(By.TAG_NAME, "td").text
-            for row in driver.find_elements(By.CSS_SELECTOR, "#status tr")}
+    rows = [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#status tr")]
+    return {row[0]: row[1:] for row in rows}
 
 
-def drawn(driver, candles: str) -> bool:
-    """Whether the page shows `candles` in its status table, both figures and the model's chart."""
+def drawn(driver, candles: int) -> bool:
+    """Whether the page shows `candles` candles in its status table, both figures and the model's chart."""
+    from selenium.common.exceptions import WebDriverException
+
     script = ("const g = id => document.querySelector('#' + id + ' .js-plotly-plot');"
               "return [g('equity'), g('candles')].every(p => p && p.data && p.data.length > 0 && p.data[0].x.length > 0)"
               " && !!document.querySelector('#model-chart');")
-    from selenium.common.exceptions import WebDriverException
-
     try:
-        return status(driver).get("Candles") == candles and driver.execute_script(script)
+        return status(driver).get("Candles", [None])[-1] == str(candles) and driver.execute_script(script)
     except WebDriverException:  # the page was redrawn under the query (a stale element): ask again
         return False
 
@@ -123,7 +125,7 @@ def load(driver, url: str, candles: int, timeout: float = 300.0) -> float:
 
     t0 = time.perf_counter()
     driver.get(url)
-    WebDriverWait(driver, timeout, poll_frequency=0.02).until(lambda d: drawn(d, str(candles)))
+    WebDriverWait(driver, timeout, poll_frequency=0.02).until(lambda d: drawn(d, candles))
     return time.perf_counter() - t0
 
 

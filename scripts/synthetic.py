@@ -50,7 +50,7 @@ def paper_ledger(path, n: int, seed: int = 0, hold: int = 12) -> Path:
     targets = pd.Series(targets).ffill().fillna(0).astype(int).to_numpy()
     p_up = rng.random(n)
     costs = {"cash": 1000.0, "fee": 0.001, "slippage_bps": 5.0, "size": 1.0}
-    meta = {"symbol": "SYN/BTC", "timeframe": "5m", "feed": "replay", "sample": "out-of-sample", **costs}
+    meta = {"symbols": ["SYN/BTC"], "timeframe": "5m", "feed": "replay", "sample": "out-of-sample", **costs}
     broker = Broker(**costs)
     pending = None
     with Ledger(path, meta) as ledger:
@@ -59,7 +59,8 @@ def paper_ledger(path, n: int, seed: int = 0, hold: int = 12) -> Path:
             fill = None if pending is None else broker.execute(pending[1], row[1], time=t, order_time=pending[0])
             equity = broker.mark(row[4])
             target = 0 if broker.ruined else int(target)
-            ledger.record(Step(candle=(t, *row[1:]), fill=fill, position=broker.position, side=broker.side,
-                               cash=broker.cash, equity=equity, probs={"p_down": 1 - p, "p_up": p}, target=target))
+            ledger.record([Step(symbol="SYN/BTC", candle=(t, *row[1:]), fill=fill, position=broker.position,
+                                side=broker.side, cash=broker.cash, equity=equity,
+                                probs={"p_down": 1 - p, "p_up": p}, target=target)])
             pending = (t, target)
     return Path(path)

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from botter.data import load_sample
 from botter.errors import BotterError
 from botter.paper import session
 from botter.paper.ledger import Ledger
-from botter.paper.report import summary
+from botter.paper.report import curves, summary
 from botter.plots import PIXELS
 from botter.runs import open_run
 
@@ -50,11 +51,16 @@ def paper(tiny_run):
 
 
 def status_lines(run_dir, name: str, capsys) -> list[str]:
-    """What `botter-paper mode=status` prints, one line per figure, spaces collapsed."""
+    """What `botter-paper mode=status` prints: the header and one line per figure, spaces collapsed."""
     capsys.readouterr()
     _paper(compose("paper", [f"run_dir={run_dir}", f"name={name}", "mode=status"]))
     return [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()
             if line.strip() and not line.startswith("equity curve:")]
+
+
+def lines(rows) -> list[str]:
+    """Table rows (lists of cells) as status_lines writes them."""
+    return [" ".join(" ".join(row).split()) for row in rows]
 
 
 def test_runs_are_the_complete_ones(tiny_run, tmp_path):
@@ -89,13 +95,35 @@ def test_runs_are_the_complete_ones(tiny_run, tmp_path):
 def test_the_page_figures_are_the_status_figures(tiny_run, paper, capsys):
     path = paper[0]
     got = data.read_paper(path)
-    with Ledger(path) as ledger:
-        pd.testing.assert_series_equal(got.summary, summary(ledger))
+    with Ledger(path, readonly=True) as ledger:
+        pd.testing.assert_frame_equal(got.summary, summary(ledger))
         pd.testing.assert_frame_equal(got.bars, ledger.table("bars"))
         pd.testing.assert_frame_equal(got.fills, ledger.table("fills"))
+        for k, (equity, hold) in curves(ledger).items():
+            pd.testing.assert_series_equal(got.curves[k][0], equity)
+            pd.testing.assert_series_equal(got.curves[k][1], hold)
         newest = ledger.table("decisions").iloc[-1]
-    assert got.decision[["p_down", "p_up", "target"]].tolist() == newest[["p_down", "p_up", "target"]].tolist()
-    assert [f"{k} {v}" for k, v in data.status_rows(got.summary)] == status_lines(tiny_run, NAME, capsys)
+    assert got.symbols == [SYMBOL] and list(got.decisions) == [SYMBOL]
+    assert got.decisions[SYMBOL].drop("time").equals(newest.drop("time"))
+    assert lines(data.status_rows(got.summary)) == status_lines(tiny_run, NAME, capsys)
+
+
+def test_one_account_over_two_symbols(tiny_run, capsys):
+    pair = ["ETH/BTC", "LTC/BTC"]
+    session.trade(tiny_run, name=f"{NAME}-pair", feed={**REPLAY, "start": "2018-01-16T00:00", "end": "2018-01-16T06:00"},
+                  backtest=settings(tiny_run), symbols=pair, progress=False)
+    got = data.read_paper(session.paper_dir(tiny_run, f"{NAME}-pair") / "ledger.sqlite")
+    assert got.symbols == pair and list(got.decisions) == pair
+    assert lines(data.status_rows(got.summary)) == status_lines(tiny_run, f"{NAME}-pair", capsys)
+    assert [t.name for t in figures.equity(got.curves, got.bars).data][-2:] == ["ETH/BTC side", "LTC/BTC side"]
+    run = open_run(tiny_run)
+    for symbol in pair:
+        image, line = data.chart(run, got, symbol)
+        windows = data.predictor(run).windows({symbol: load_sample(symbol)})
+        last = got.bars.loc[got.bars["symbol"] == symbol, "time"].iloc[-1]
+        at = np.flatnonzero(pd.DatetimeIndex(windows.times, tz="UTC") == last)
+        np.testing.assert_array_equal(image, windows.images(at)[0].numpy())
+        assert f"at the close of {symbol} {last:%Y-%m-%d %H:%M} UTC" in line
 
 
 def test_a_reader_never_blocks_the_writer_and_writes_nothing(tiny_run, tmp_path):
@@ -107,7 +135,7 @@ def test_a_reader_never_blocks_the_writer_and_writes_nothing(tiny_run, tmp_path)
     def trade(k: int) -> int:  # the test period up to its k-th candle, through the paper loop
         end = candles.index[candles.index.get_loc(first) + k]
         return session.trade(tiny_run, name=name, feed={**REPLAY, "end": end}, backtest=settings(tiny_run),
-                             progress=False)["Candles"]
+                             progress=False).at["Candles", "portfolio"]
 
     trade(20)
     with data.reading(path) as held:  # a page's read transaction, open while the paper loop writes
@@ -119,13 +147,13 @@ def test_a_reader_never_blocks_the_writer_and_writes_nothing(tiny_run, tmp_path)
     assert data.last_candle(path) == data.read_paper(path).last == int(tables(path)["bars"]["time"].iloc[-1].value // 10**6)
     # A writer that died leaves its last candles in the WAL file: read from there, and left there.
     with Ledger(path, readonly=True) as reader:  # open while the writer closes: the writer cannot checkpoint
-        reader.state()
+        reader.states()
         trade(31)
     files = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (path, Path(f"{path}-wal"))}
     assert files[Path(f"{path}-wal")] != hashlib.sha256(b"").hexdigest()
-    assert data.read_paper(path).summary["Candles"] == n + 11
+    assert data.read_paper(path).summary.at["Candles", "portfolio"] == n + 11
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == files
-    with pytest.raises(BotterError, match="does not exist"):
+    with pytest.raises(BotterError, match="no paper ledger at"):
         data.read_paper(tmp_path / "none.sqlite")
     assert not (tmp_path / "none.sqlite").exists()
 
@@ -133,7 +161,7 @@ def test_a_reader_never_blocks_the_writer_and_writes_nothing(tiny_run, tmp_path)
 def test_the_chart_is_the_one_the_model_read(tiny_run, paper):
     run = open_run(tiny_run)
     got = data.read_paper(paper[0])
-    image, line = data.chart(run, got)
+    image, line = data.chart(run, got, SYMBOL)
     predictor = data.predictor(run)
     windows = predictor.windows({SYMBOL: load_sample(SYMBOL)})
     at = np.flatnonzero(pd.DatetimeIndex(windows.times, tz="UTC") == got.bars["time"].iloc[-1])
@@ -141,18 +169,18 @@ def test_the_chart_is_the_one_the_model_read(tiny_run, paper):
     assert "the chart the model read at the close of" in line
     assert figures.png(image).startswith("data:image/png;base64,")
     # A gap in the candles it reads: no chart, as the loop asks the model nothing there.
-    gap = data.Paper(got.summary, got.meta, got.bars.drop(got.bars.index[-3]), got.fills, got.decision)
-    why = f"{got.bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC: no chart (a gap in the {predictor.lookback} candles it reads)"
-    assert data.chart(run, gap) == (None, f"{why}: the model was not asked")
-    short = data.Paper(got.summary, got.meta, got.bars.tail(3), got.fills, got.decision)
-    assert data.chart(run, short)[0] is None and "the ledger holds 3" in data.chart(run, short)[1]
+    gap = replace(got, bars=got.bars.drop(got.bars.index[-3]))
+    why = f"{SYMBOL} {got.bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC: no chart (a gap in the {predictor.lookback} candles"
+    assert data.chart(run, gap, SYMBOL) == (None, f"{why} it reads): the model was not asked")
+    short = replace(got, bars=got.bars.tail(3))
+    assert data.chart(run, short, SYMBOL)[0] is None and "the ledger holds 3" in data.chart(run, short, SYMBOL)[1]
 
 
 def test_a_long_ledger_is_drawn_thinned(tmp_path):
     path = synthetic.paper_ledger(tmp_path / "ledger.sqlite", 10_000)
     got = data.read_paper(path)
-    assert got.summary["Candles"] == 10_000
-    fig = figures.equity(got.bars, got.meta["cash"])
+    assert got.summary.at["Candles", "portfolio"] == 10_000
+    fig = figures.equity(got.curves, got.bars)
     assert [len(t.x) for t in fig.data] == [2 * PIXELS + 1] * 5
     equity = fig.data[0].y
     assert equity.min() == got.bars["equity"].min() and equity.max() == got.bars["equity"].max()
@@ -217,14 +245,14 @@ def test_the_page_shows_the_status_and_follows_the_ledger(tiny_run, paper, drive
     from selenium.webdriver.common.by import By
 
     path, last = paper
-    n = len(tables(path)["bars"])
+    n = len(tables(path)["bars"])  # of one symbol
     with serving(tiny_run.parent, "page.refresh_s=0.5") as served:
         driver.get(served.url)
         run = tiny_run.relative_to(tiny_run.parent).as_posix()
         wait_for(driver, lambda d: d.find_element(By.LINK_TEXT, NAME), f"a link to the paper run {NAME}").click()
         assert driver.current_url == paper_url(served.url, run, NAME)
-        wait_for(driver, lambda d: status(d).get("Candles") == str(n), f"{n} candles")
-        shown = lambda: [f"{k} {v}" for k, v in status(driver).items()]
+        wait_for(driver, lambda d: status(d).get("Candles") == [str(n)] * 2, f"{n} candles")
+        shown = lambda: lines([k, *v] for k, v in status(driver).items())
         assert shown() == status_lines(tiny_run, NAME, capsys)
         decision = tables(path)["decisions"].iloc[-1]
         probs = {row.find_element(By.TAG_NAME, "th").text: row.find_elements(By.TAG_NAME, "td")[0].text
@@ -234,7 +262,7 @@ def test_the_page_shows_the_status_and_follows_the_ledger(tiny_run, paper, drive
 
         # One more candle through the paper loop, by another writer: the page shows it by itself.
         session.trade(tiny_run, name=NAME, feed={**REPLAY, "end": last}, backtest=settings(tiny_run), progress=False)
-        wait_for(driver, lambda d: status(d).get("Candles") == str(n + 1), "the new candle")
+        wait_for(driver, lambda d: status(d).get("Candles") == [str(n + 1)] * 2, "the new candle")
         assert shown() == status_lines(tiny_run, NAME, capsys)
         newest = driver.execute_script("const x = document.querySelector('#candles .js-plotly-plot').data[0].x;"
                                        "return x[x.length - 1];")

@@ -64,25 +64,28 @@ def make_app(runs_dir, *, refresh_s: float = 2.0, candles: int = 300, fills: int
         Output("status", "children"), Output("equity", "figure"), Output("candles", "figure"),
         Output("chart", "children"), Output("fills", "children"), Output("updated", "children"),
         Output("seen", "data"),
-        Input("tick", "n_intervals"), State("where", "data"), State("seen", "data"),
+        Input("tick", "n_intervals"), Input("symbol", "value"), State("where", "data"), State("seen", "data"),
     )
-    def update(_, where, seen):
+    def update(_, symbol, where, seen):
         try:
             run, path = data.locate(runs_dir, where["run"], where["name"])
-            if seen is not None and data.last_candle(path) == seen["last"]:
+            if seen is not None and seen == {"last": data.last_candle(path), "symbol": symbol}:
                 raise PreventUpdate  # nothing new: the page stays as it is
             paper = data.read_paper(path)
         except BotterError as e:
             return html.P(str(e), className="error"), *([dash.no_update] * 4), str(e), None
-        last = "no candle yet" if paper.last is None else f"{paper.bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC"
+        last = "no candle yet" if paper.last is None else f"{pd.Timestamp(paper.last, unit='ms'):%Y-%m-%d %H:%M} UTC"
+        rows = data.status_rows(paper.summary)
+        symbol_bars, symbol_fills = (t[t["symbol"] == symbol] for t in (paper.bars, paper.fills))
         return (
-            html.Table([html.Tr([html.Th(k), html.Td(v)]) for k, v in data.status_rows(paper.summary)]),
-            figures.equity(paper.bars, float(paper.meta.get("cash", 1.0))),
-            figures.candles(paper.bars, paper.fills, candles),
-            chart_panel(run, paper),
+            html.Table([html.Tr([html.Th(c) for c in rows[0]]), *(html.Tr([html.Th(r[0]), *map(html.Td, r[1:])])
+                                                                  for r in rows[1:])]),
+            figures.equity(paper.curves, paper.bars),
+            figures.candles(symbol_bars, symbol_fills, candles),
+            chart_panel(run, paper, symbol),
             fills_table(paper.fills, fills),
             f"newest candle {last}; checks for new ones every {refresh_s:g} s",
-            {"last": paper.last},
+            {"last": paper.last, "symbol": symbol},
         )
 
     return app
@@ -100,7 +103,7 @@ def index_page(runs_dir: Path) -> list:
         for name in data.paper_names(run):
             link = dcc.Link(name, href="/paper?" + urlencode({"run": key, "name": name}))
             try:
-                s = data.read_paper(data.ledger_path(run, name)).summary
+                s = data.read_paper(data.ledger_path(run, name)).summary["portfolio"]
                 papers.append([link, key, *(_text(s.get(k)) for k in PAPER_KEYS)])
             except BotterError as e:
                 papers.append([link, key, html.Span(str(e), className="error")])
@@ -115,8 +118,9 @@ def index_page(runs_dir: Path) -> list:
     ]
 
 
-PAPER_KEYS = ("Symbol", "Feed", "Sample", "Last candle", "Candles", "Equity", "Return [%]", "Buy & Hold Return [%]",
-              "Max. Drawdown [%]", "# Fills")
+# The whole account's figures (the summary's "portfolio" column) of each paper run on the index.
+PAPER_KEYS = ("Symbol", "Feed", "Sample", "Last candle", "Candles", "Skipped", "Equity", "Return [%]",
+              "Buy & Hold Return [%]", "Max. Drawdown [%]", "# Fills")
 
 
 def _table(head: list, rows: list[list], id: str) -> html.Table:
@@ -126,7 +130,7 @@ def _table(head: list, rows: list[list], id: str) -> html.Table:
 
 def _text(v) -> str:
     """A figure as a table shows it: 4 significant digits, times to the minute."""
-    if v is None:
+    if v is None or (isinstance(v, str) and not v):
         return ""
     if isinstance(v, pd.Timestamp):
         return f"{v:%Y-%m-%d %H:%M}"
@@ -139,7 +143,8 @@ def paper_page(runs_dir: Path, key: str, name: str, refresh_s: float, candles: i
     with data.reading(path) as ledger:  # the title only: the figures come with the first update
         meta = ledger.meta()
     badge = [html.Span("IN-SAMPLE", className="in-sample")] if meta.get("sample") == "IN-SAMPLE" else []
-    title = f"paper run {name} of {key}: {meta.get('symbol', '')} {meta.get('timeframe', '')}, {meta.get('feed', '')} feed "
+    symbols = meta.get("symbols", [])
+    title = f"paper run {name} of {key}: {', '.join(symbols)} {meta.get('timeframe', '')}, {meta.get('feed', '')} feed "
     return [
         dcc.Link("all runs", href="/"),
         html.H1([title, *badge]),
@@ -151,6 +156,9 @@ def paper_page(runs_dir: Path, key: str, name: str, refresh_s: float, candles: i
             html.Div([html.H2("equity against buy & hold, drawdowns, side held (UTC)"),
                       dcc.Graph(id="equity", config={"displaylogo": False})], className="grow"),
         ]),
+        html.Div(["symbol: ", dcc.RadioItems(symbols, symbols[0] if symbols else None, id="symbol", inline=True,
+                                             style={"display": "inline-block"})],
+                 style={"display": "flex" if len(symbols) > 1 else "none", "marginTop": "1em"}),
         html.Div(className="row", children=[
             html.Div([html.H2(f"the newest candles (up to {candles}) and their fills (UTC)"),
                       dcc.Graph(id="candles", config={"displaylogo": False})], className="grow"),
@@ -160,12 +168,12 @@ def paper_page(runs_dir: Path, key: str, name: str, refresh_s: float, candles: i
     ]
 
 
-def chart_panel(run, paper: data.Paper) -> list:
-    """The chart the model read at the newest candle, its probabilities and what it decided."""
-    image, line = data.chart(run, paper)
+def chart_panel(run, paper: data.Paper, symbol: str) -> list:
+    """The chart the model read at `symbol`'s newest candle, its probabilities and what it decided."""
+    image, line = data.chart(run, paper, symbol)
     out = [html.Img(src=figures.png(image), className="model-chart", id="model-chart") if image is not None else None,
            html.P(line, className="note")]
-    d = paper.decision
+    d = paper.decisions.get(symbol)
     if d is None:
         return out
     probs = {k.removeprefix("p_"): float(d[k]) for k in ("p_down", "p_flat", "p_up") if pd.notna(d.get(k))}
@@ -175,7 +183,7 @@ def chart_panel(run, paper: data.Paper) -> list:
                                for k, v in probs.items()], id="probabilities"))
     else:
         out.append(html.P("the model was not asked at this candle (no chart): flat", className="note"))
-    out.append(html.P(f"next open: {paper.summary.get('Next open', '')}"))
+    out.append(html.P(f"next open: {paper.summary.at['Next open', symbol]}"))
     return out
 
 
@@ -184,9 +192,9 @@ def fills_table(fills, n: int) -> list:
     if fills.empty:
         return [html.P("no fill yet", className="note")]
     newest = fills.iloc[::-1].head(n)
-    head = ["filled at the open of", "ordered at the close of", "side", "quantity", "price", "fee"]
-    rows = [[_text(r.time), _text(r.order_time), r.side, f"{r.quantity:.8g}", f"{r.price:.8g}", f"{r.fee:.6g}"]
-            for r in newest.itertuples()]
+    head = ["filled at the open of", "symbol", "ordered at the close of", "side", "quantity", "price", "fee"]
+    rows = [[_text(r.time), r.symbol, _text(r.order_time), r.side, f"{r.quantity:.8g}", f"{r.price:.8g}",
+             f"{r.fee:.6g}"] for r in newest.itertuples()]
     return [html.P(f"{len(fills)} fills (UTC), the newest {len(newest)} first", className="note"),
             _table(head, rows, "fills-table")]
 

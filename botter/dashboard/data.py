@@ -21,7 +21,7 @@ from botter.data.candles import from_rows
 from botter.dataset import COLUMNS
 from botter.errors import BotterError
 from botter.paper.ledger import Ledger
-from botter.paper.report import summary
+from botter.paper.report import curves, summary
 from botter.paper.session import paper_dir
 from botter.runs import Run, open_run
 
@@ -89,54 +89,52 @@ def locate(runs_dir, key: str, name: str) -> tuple[Run, Path]:
 def reading(path):
     """The ledger at `path` open read-only, inside one read transaction; closed afterwards.
 
-    A missing, unreadable or not yet initialised ledger raises BotterError.
+    A missing, damaged or unreadable ledger raises BotterError.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BotterError(f"{path} does not exist: start the paper run (botter-paper) first")
-    try:
-        with Ledger(path, readonly=True) as ledger:
+    with Ledger(path, readonly=True) as ledger:
+        try:
             ledger.db.execute("BEGIN")  # a snapshot: the reads below see the same candles
             try:
                 yield ledger
             finally:
                 ledger.db.execute("COMMIT")  # ends the read; a read-only connection writes nothing
-    except sqlite3.Error as e:
-        raise BotterError(f"cannot read the paper ledger {path} ({e}): is it a botter-paper ledger?") from e
+        except sqlite3.Error as e:
+            raise BotterError(f"cannot read the paper ledger {path} ({e})") from e
 
 
 def last_candle(path) -> int | None:
-    """Open time (epoch ms) of the newest candle in the ledger at `path`, None while it has none:
-    the one small query an open page makes to see whether the ledger has grown."""
+    """Open time (epoch ms) of the newest candle in the ledger at `path` (traded or skipped), None
+    while it has none: the small query an open page makes to see whether the ledger has grown."""
     with reading(path) as ledger:
-        state = ledger.state()
-    return None if state is None else state.time
+        return ledger.last_time()
 
 
 @dataclass
 class Paper:
     """A paper run as the page shows it, read at one moment of its ledger.
 
-    summary: botter.paper.report.summary (what `botter-paper mode=status` prints). meta: the
-    settings the ledger was made with. bars, fills: the ledger's tables (times as UTC timestamps).
-    decision: the newest decision (time, p_down, p_up, p_flat, target), None for an empty ledger.
+    summary: botter.paper.report.summary, one column per symbol and "portfolio" (what `botter-paper
+    mode=status` prints). meta: the settings the ledger was made with; symbols: those it trades.
+    curves: botter.paper.report.curves, {symbol or "portfolio": (equity, buy & hold)}. bars, fills:
+    the ledger's tables (times as UTC timestamps, a `symbol` column). decisions: {symbol: its newest
+    decision (time, symbol, p_down, p_up, p_flat, target, ...)}. last: open time (epoch ms) of the
+    newest candle, traded or skipped; None for an empty ledger.
     """
 
-    summary: pd.Series
+    summary: pd.DataFrame
     meta: dict
+    symbols: list[str]
+    curves: dict
     bars: pd.DataFrame
     fills: pd.DataFrame
-    decision: pd.Series | None
-
-    @property
-    def last(self) -> int | None:
-        """Open time (epoch ms) of the newest candle, None for an empty ledger."""
-        return None if self.bars.empty else int(self.bars["time"].iloc[-1].value // 1_000_000)
+    decisions: dict
+    last: int | None
 
 
 class _ReadOnce:
-    """A ledger whose tables are read once: summary() and the page's figures read the same ones
-    (of 100,000 candles, reading the bars takes most of a page update)."""
+    """A ledger whose tables are read once: summary(), curves() and the page's figures read the same
+    ones (of 100,000 candles, reading the bars takes most of a page update)."""
 
     def __init__(self, ledger: Ledger):
         self.ledger, self.tables = ledger, {}
@@ -153,16 +151,22 @@ class _ReadOnce:
 def read_paper(path) -> Paper:
     """Everything the page shows of the paper run whose ledger is at `path`."""
     with reading(path) as ledger:
-        once = _ReadOnce(ledger)
-        # The newest decision alone (the ledger has no call for it; all 100,000 would cost a third).
-        decision = pd.read_sql_query("SELECT * FROM decisions ORDER BY time DESC LIMIT 1", ledger.db)
-        return Paper(summary=summary(once), meta=ledger.meta(), bars=once.table("bars"), fills=once.table("fills"),
-                     decision=None if decision.empty else decision.iloc[0])
+        once, symbols = _ReadOnce(ledger), ledger.symbols()
+        # The newest decision of each symbol alone (the ledger has no call for it; reading all of
+        # 100,000 would cost a third of the update).
+        newest = {s: pd.read_sql_query("SELECT * FROM decisions WHERE symbol = ? ORDER BY time DESC LIMIT 1",
+                                       ledger.db, params=(s,)) for s in symbols}
+        return Paper(summary=summary(once), meta=ledger.meta(), symbols=symbols, curves=curves(once),
+                     bars=once.table("bars"), fills=once.table("fills"),
+                     decisions={s: d.iloc[0] for s, d in newest.items() if len(d)}, last=ledger.last_time())
 
 
-def status_rows(s: pd.Series) -> list[tuple[str, str]]:
-    """(key, value) of a summary, the value as `botter-paper mode=status` prints it."""
-    return [(key, line[len(str(key)):].strip()) for key, line in zip(s.index, s.to_string().splitlines())]
+def status_rows(s: pd.DataFrame) -> list[list[str]]:
+    """A summary as `botter-paper mode=status` prints it, cell by cell: the header (an empty corner,
+    then the columns), then one row per figure (its name, then its value in each column)."""
+    cells = [[c, *(line[len(str(key)):].strip() for key, line in zip(s.index, s[c].to_string().splitlines()))]
+             for c in s.columns]
+    return [["", *s.columns], *([key, *(col[i + 1] for col in cells)] for i, key in enumerate(s.index))]
 
 
 _predictors: dict = {}
@@ -179,17 +183,18 @@ def predictor(run: Run) -> inference.Predictor:
         return _predictors[key]
 
 
-def chart(run: Run, paper: Paper) -> tuple[np.ndarray | None, str]:
-    """The chart the model read at the close of the paper run's newest candle, uint8 (C, H, W),
-    drawn from the ledger's candles by the dataset's own renderer (Predictor.windows), and a line
-    saying what it is; (None, why) where there is no such chart."""
+def chart(run: Run, paper: Paper, symbol: str) -> tuple[np.ndarray | None, str]:
+    """The chart the model read at the close of `symbol`'s newest candle in the paper run, uint8
+    (C, H, W), drawn from the ledger's candles by the dataset's own renderer (Predictor.windows),
+    and a line saying what it is; (None, why) where there is no such chart."""
     p = predictor(run)
-    if paper.bars.empty:
-        return None, "no candle yet"
-    when = f"{paper.bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC"
-    tail = paper.bars.iloc[-p.lookback:]
+    bars = paper.bars[paper.bars["symbol"] == symbol]
+    if bars.empty:
+        return None, f"no {symbol} candle yet"
+    when = f"{symbol} {bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC"
+    tail = bars.iloc[-p.lookback:]
     candles = from_rows(np.column_stack([tail["time"].dt.as_unit("ms").astype("int64"), tail[COLUMNS]]))
-    windows = p.windows({paper.meta.get("symbol", "paper"): candles}, allow_empty=True)
+    windows = p.windows({symbol: candles}, allow_empty=True)
     if not len(windows) or windows.ends[-1] != len(candles) - 1:
         if len(candles) < p.lookback:
             return None, (f"{when}: the chart reads {p.lookback} candles; the ledger holds {len(candles)} (the "

@@ -32,23 +32,23 @@ def _line(fig, series: pd.Series, row: int, **trace) -> None:
     fig.add_trace(go.Scatter(x=_utc(s.index), y=s.to_numpy(), mode="lines", **trace), row=row, col=1)
 
 
-def equity(bars: pd.DataFrame, cash: float) -> go.Figure:
-    """Equity against buy-and-hold from the first close (the same cash), their drawdowns [%], and
-    the side held (-1 short, 0 flat, 1 long), one above the other on one time axis."""
+def equity(curves: dict, bars: pd.DataFrame) -> go.Figure:
+    """The account's equity against buy-and-hold of the same cash (botter.paper.report.curves'
+    "portfolio"), their drawdowns [%], and the side held in each symbol (-1 short, 0 flat, 1 long),
+    one above the other on one time axis."""
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.6, 0.25, 0.15], vertical_spacing=0.03)
-    if bars.empty:
+    if "portfolio" not in curves:
         return fig.update_layout(LAYOUT)
-    index = pd.DatetimeIndex(bars["time"])
-    eq = pd.Series(bars["equity"].to_numpy(), index=index)
-    hold = pd.Series(cash * bars["close"].to_numpy() / bars["close"].iloc[0], index=index)
+    eq, hold = curves["portfolio"]
     _line(fig, eq, 1, name="paper equity", line={"color": "#1f77b4", "width": 1.5})
     _line(fig, hold, 1, name="buy & hold", line={"color": "gray", "width": 1})
-    _line(fig, pd.Series(-100 * drawdown(eq), index=index), 2, name="drawdown", fill="tozeroy",
+    _line(fig, pd.Series(-100 * drawdown(eq), index=eq.index), 2, name="drawdown", fill="tozeroy",
           line={"color": "#d62728", "width": 1})
-    _line(fig, pd.Series(-100 * drawdown(hold), index=index), 2, name="buy & hold drawdown",
+    _line(fig, pd.Series(-100 * drawdown(hold), index=hold.index), 2, name="buy & hold drawdown",
           line={"color": "gray", "width": 1, "dash": "dot"})
-    _line(fig, pd.Series(bars["side"].to_numpy(np.float64), index=index), 3, name="side held",
-          line={"color": "#9467bd", "width": 1, "shape": "hv"})
+    for symbol, b in bars.groupby("symbol", sort=False):
+        _line(fig, pd.Series(b["side"].to_numpy(np.float64), index=pd.DatetimeIndex(b["time"])), 3,
+              name=f"{symbol} side", line={"width": 1, "shape": "hv"})
     fig.update_yaxes(title_text="equity (quote)", row=1, col=1)
     fig.update_yaxes(title_text="drawdown [%]", row=2, col=1)
     fig.update_yaxes(title_text="side", tickvals=[-1, 0, 1], ticktext=["short", "flat", "long"], range=[-1.3, 1.3],
@@ -57,8 +57,9 @@ def equity(bars: pd.DataFrame, cash: float) -> go.Figure:
 
 
 def candles(bars: pd.DataFrame, fills: pd.DataFrame, n: int) -> go.Figure:
-    """The newest `n` candles with the fills among them marked at their price (each fills at the
-    open of its candle): buys as green triangles up, sells as red triangles down."""
+    """The newest `n` candles of one symbol's `bars` with its `fills` among them marked at their
+    price (each fills at the open of its candle): buys as green triangles up, sells as red triangles
+    down."""
     tail = bars.iloc[-n:]
     fig = go.Figure()
     if tail.empty:
