@@ -18,7 +18,8 @@ from botter.stats import drawdown
 
 # Each update keeps what the reader zoomed into (Plotly's uirevision) while new candles arrive.
 LAYOUT = {"margin": {"l": 60, "r": 20, "t": 30, "b": 30}, "uirevision": "keep", "template": "plotly_white",
-          "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0}}
+          "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+          "modebar": {"orientation": "v"}}  # the tool buttons down the right side, clear of the legend
 FILLS = {"buy": {"symbol": "triangle-up", "color": "green"}, "sell": {"symbol": "triangle-down", "color": "red"}}
 
 
