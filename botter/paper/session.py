@@ -98,6 +98,8 @@ def torch_threads(n: int | None):
     """Run torch on `n` threads in the block (None: leave it). One small image per decision gains
     little from more threads, and on a busy machine they wait for each other: the `small` model
     took 8 ms on 1 thread and 40-70 ms on 2 here; a big one (jkx20) gains from 2 when they are free."""
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise BotterError(f"threads={n} must be a whole number >= 1, or null for torch's default")
     threads = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
