@@ -98,8 +98,6 @@ def torch_threads(n: int | None):
     """Run torch on `n` threads in the block (None: leave it). One small image per decision gains
     little from more threads, and on a busy machine they wait for each other: the `small` model
     took 8 ms on 1 thread and 40-70 ms on 2 here; a big one (jkx20) gains from 2 when they are free."""
-    if n is not None and (not isinstance(n, int) or n < 1):
-        raise BotterError(f"threads={n} must be a whole number >= 1, or null for torch's default")
     threads = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -123,6 +121,8 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
     candles the model was fitted or early-stopped on is refused unless allow_in_sample (then marked
     IN-SAMPLE). Started again with the same name, it resumes after the last candle in the ledger.
     """
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise BotterError(f"threads={threads} must be a whole number >= 1, or null for torch's default")
     folder = paper_dir(run_dir, name)
     run = open_run(run_dir)
     symbols = list(symbols or run.symbols)
