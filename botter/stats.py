@@ -23,11 +23,19 @@ shows the same sum as Commissions [$]), Turnover [x] and Fees / Gross PnL [%] (s
 import numpy as np
 import pandas as pd
 
+# Equity within this fraction of its peak is at the peak: the cash after an exit at the price the
+# position was last marked at can differ from that mark in the last bit (two ways of summing), and
+# such a float tie must not open a drawdown period (backtesting.py's own arithmetic gets an exact 0).
+PEAK_TOLERANCE = 1e-12
+
 
 def drawdown(equity) -> np.ndarray:
-    """Drawdown per candle as a fraction >= 0: 1 - equity / its running peak."""
+    """Drawdown per candle as a fraction >= 0: 1 - equity / its running peak (0 within
+    PEAK_TOLERANCE of the peak)."""
     eq = np.asarray(equity, dtype=np.float64)
-    return 1 - eq / np.maximum.accumulate(eq)
+    dd = 1 - eq / np.maximum.accumulate(eq)
+    dd[np.abs(dd) < PEAK_TOLERANCE] = 0.0
+    return dd
 
 
 def max_drawdown(equity) -> float:
