@@ -238,3 +238,22 @@ def test_charts_drawn_in_the_step_train_exactly_like_charts_rendered_up_front(tm
                         inference.probabilities([fitted.model], windows.take(a == 2))))
     pd.testing.assert_frame_equal(results[0][0], results[1][0], check_exact=True)
     assert np.array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_candles_under_the_same_config(tmp_path):
+    from botter.data import load_sample, store_path
+    from botter.data.store import append_store
+
+    eth = load_sample("ETH/BTC").iloc[:1500]
+    for name, candles in (("a", eth), ("b", eth.iloc[:1400])):  # b: the same market, fewer candles
+        append_store(store_path(tmp_path / name, "binance", "ETH/BTC", "5m"), candles)
+    args = ["data=store", "data.symbols=[ETH/BTC]", "data.timeframe=5m", "trainer.max_epochs=1", "trainer.device=cpu",
+            "trainer.progress=false", "model.layers=[{type:Conv2d,out_channels:4,kernel_size:5,stride:2},{type:ReLU}]"]
+    train_run = [*args, f"paths.data_dir={tmp_path / 'a'}"]
+    _train(compose("train", train_run), out_dir=tmp_path / "run")
+    before = _files(tmp_path / "run")
+    with pytest.raises(BotterError, match=r"other settings \(candles.ETH/BTC: checkpoint '1500 candles"):
+        _train(compose("train", [*args, f"paths.data_dir={tmp_path / 'b'}", "trainer.resume=true"]),
+               out_dir=tmp_path / "run")
+    assert _files(tmp_path / "run") == before

@@ -27,10 +27,10 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
     d, ds, r, t = c["data"], c["dataset"], c["render"], c["trainer"]
     out_dir = Path(out_dir or HydraConfig.get().runtime.output_dir)
     rank, _ = setup_distributed(pick_device(t["device"]))
-    expected = fingerprint(c)
+    candles = load_candles(d, c["paths"]["data_dir"])
+    expected = fingerprint(c, candles)
     if t["resume"]:
         check_resume(out_dir, expected)  # before anything is written
-    candles = load_candles(d, c["paths"]["data_dir"])
     hours = market_hours.resolve(d["hours"], candles, d["timeframe"])
     windows = dataset.build(
         candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],
