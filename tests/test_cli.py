@@ -14,6 +14,9 @@ BIN = Path(sys.executable).parent
     [
         (["botter-backtest"], "run_dir has no value: give it on the command line (run_dir=...)"),
         (["botter-train", "model=nope"], "Could not find 'model/nope'"),
+        (["botter-walkforward", "walkforward=nope"], "Could not find 'walkforward/nope'"),
+        (["botter-runs"], "path has no value: give it on the command line (path=...)"),
+        (["botter-runs", "path=nowhere"], "path=nowhere is not a folder"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, argv, says):

@@ -180,7 +180,9 @@ def test_ddp_two_cpu_processes_stop_early_together_and_a_sweep(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     lrs = sorted(OmegaConf.load(p).trainer.lr for p in (tmp_path / "sweep").glob("*/config.yaml"))
     assert lrs == [3e-4, 1e-3] and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
-
+    # The sweep ends with botter-runs' table of its runs (hydra.callbacks in configs/train.yaml).
+    assert f"2 run(s) under {tmp_path / 'sweep'}, sorted by accuracy" in sweep.stdout and "trainer.lr" in sweep.stdout
+    assert len(pd.read_csv(tmp_path / "sweep" / "runs.csv")) == 2
 
 
 def _files(run: Path) -> dict:
