@@ -246,16 +246,19 @@ def portfolio(results: dict[str, Result]) -> Result:
     The statistics are those of the summed equity curve and of all trades (a Symbol column added);
     a portfolio candle counts as exposed while some symbol's trade is open (entry to exit candle).
     """
-    index = pd.DatetimeIndex(sorted(set().union(*(r.equity.index for r in results.values()))))
-
-    def total(series):
-        return sum(s.reindex(index).ffill().fillna(s.iloc[0]) for s in series)
-
-    equity = total(r.equity for r in results.values()).rename("Equity")
-    buy_hold = total(r.buy_hold for r in results.values()).rename("Buy & Hold")
+    equity = add_up([r.equity for r in results.values()]).rename("Equity")
+    buy_hold = add_up([r.buy_hold for r in results.values()]).rename("Buy & Hold")
     trades = pd.concat([r.trades.assign(Symbol=s) for s, r in results.items()], ignore_index=True)
     trades = trades.sort_values(["EntryTime", "Symbol"], kind="stable", ignore_index=True)
     return Result(equity, buy_hold, trades, compute_stats(equity, trades, buy_hold))
+
+
+def add_up(curves: list[pd.Series]) -> pd.Series:
+    """The sum of separate accounts' curves on the union of their times: before its first time a curve
+    counts with its first value, after its last with its last (the portfolio's rule; the paper
+    account's too)."""
+    index = pd.DatetimeIndex(sorted(set().union(*(c.index for c in curves))))
+    return sum(c.reindex(index).ffill().fillna(c.iloc[0]) for c in curves)
 
 
 def stats_table(results: dict[str, Result], *, sample: str | None = None) -> pd.DataFrame:

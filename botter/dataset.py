@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 import botter.render
 from botter.atomic import atomic_path
 from botter.data import hours as market_hours
 from botter.data.candles import to_ms
 from botter.errors import BotterError
+from botter.progress import bar as progress_bar
 from botter.render import check_windows, ohlc_images
 from botter.render import render as render_windows
 
@@ -177,7 +177,8 @@ def decidable(ms: np.ndarray, *, lookback: int, horizon: int, timeframe: str, ho
     are too. Nothing after e decides whether the window exists.
     """
     if lookback < 1 or horizon < 1:
-        raise BotterError(f"window={lookback} and horizon={horizon} must both be >= 1 candle")
+        raise BotterError(f"data.window (a chart reads {lookback} candles) and data.horizon={horizon} must both be "
+                          ">= 1 candle")
     pos = market_hours.positions(ms, timeframe, hours)
     ends = np.arange(lookback - 1, len(pos))
     ends = ends[pos[ends] - pos[ends - lookback + 1] == lookback - 1]
@@ -208,8 +209,14 @@ def build(
     keyed by a hash of everything they depend on (None: not kept).
     Raises BotterError, naming why, when a symbol yields no window (unless allow_empty).
     """
+    if not candles:
+        raise BotterError("no symbols to build windows from: give at least one, like data.symbols=[ETH/BTC]")
+    if window < 1:
+        raise BotterError(f"data.window={window} must be >= 1 candle")
     lookback = botter.render.lookback(window, render.get("ma"))
-    frames, ends, labels, start = [], [], [], 0
+    total = sum(len(df) for df in candles.values())
+    prices, times = np.empty((total, len(COLUMNS))), np.empty(total, np.int64)  # filled symbol by symbol
+    ends, labels, start = [], [], 0
     for symbol, df in candles.items():
         ms = df.index.as_unit("ms").asi8
         e, known = decidable(ms, lookback=lookback, horizon=horizon, timeframe=timeframe, hours=hours)
@@ -220,19 +227,16 @@ def build(
         label = np.full(len(e), -1, dtype=np.int8)
         label[known] = labels_from_returns(opens[k + 1 + horizon] / opens[k + 1] - 1, classes=classes,
                                            flat_threshold=flat_threshold)
-        frames.append(df)
+        for j, column in enumerate(COLUMNS):
+            prices[start : start + len(df), j] = df[column].to_numpy(np.float64)
+        times[start : start + len(df)] = ms
         ends.append(e + start)
         labels.append(label)
         start += len(df)
-    table = CandleTable(
-        prices=torch.from_numpy(np.concatenate([f[COLUMNS].to_numpy(np.float64) for f in frames])),
-        times=np.concatenate([f.index.as_unit("ms").asi8 for f in frames]),
-        offsets=np.cumsum([0, *(len(f) for f in frames)]),
-        names=tuple(candles),
-    )
+    table = CandleTable(prices=torch.from_numpy(prices), times=times,
+                        offsets=np.cumsum([0, *(len(df) for df in candles.values())]), names=tuple(candles))
     ends = np.concatenate(ends)
-    check_windows(table.prices, torch.from_numpy(ends), lookback,
-                  pd.to_datetime(table.times, unit="ms", utc=True))
+    check_windows(table.prices, torch.from_numpy(ends), lookback, times.view("datetime64[ms]"))
     if len(ends) == 0:
         return Windows(table, ends, np.zeros(0, np.int8), window, horizon, render,
                        None if render["name"] == "ohlc" else np.zeros((0, render["channels"], render["height"],
@@ -270,11 +274,10 @@ def cache_key(df: pd.DataFrame, window: int, render: dict, ends: np.ndarray) -> 
 def _cached_images(candles, window, render, ends, offsets, cache_dir, progress) -> np.ndarray | None:
     """The images of a renderer too slow to draw per batch (every one but ohlc), from the cache
     when there; None for ohlc (after checking its config)."""
-    first = next(iter(candles.values()))
-    if render["name"] == "ohlc":
-        render_windows(first, min(window, len(first)), ends=np.zeros(0, np.int64), **render)  # checks the config
+    if render["name"] == "ohlc":  # checks the config; any symbol with windows has >= window candles
+        render_windows(max(candles.values(), key=len), window, ends=np.zeros(0, np.int64), **render)
         return None
-    bar = tqdm(total=len(ends), desc=f"render {render['name']}", unit="win", disable=not progress, leave=False,
+    bar = progress_bar(total=len(ends), desc=f"render {render['name']}", unit="win", show=progress, leave=False,
                delay=0.5)
     parts = []
     for i, (symbol, df) in enumerate(candles.items()):

@@ -302,7 +302,8 @@ def format_intervals(intervals: dict) -> str:
         line = (f"The model is NOT distinguishable from the baselines: on every metric the {level} % interval of "
                 "its difference to the best baseline contains 0 (or it is worse).")
     else:
-        line = f"The model beats the best baseline on {', '.join(better)} (the {level} % interval of the difference excludes 0)."
+        line = (f"The model beats the best baseline on {', '.join(better)} (the {level} % interval of the difference "
+                "excludes 0).")
     others = [m for m in verdicts if m not in better]
     if better and others:
         line += f" Not on {', '.join(others)}."

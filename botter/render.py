@@ -25,6 +25,12 @@ from botter.errors import BotterError
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
 
+# The fewest price rows that draw a bar: its high, open, close and low each on a row of its own
+# (with fewer, the open and close ticks land on the bar's ends and the chart no longer shows where
+# the candle opened and closed within its range). Rows are numbered in uint8: 255 at most.
+MIN_PRICE_ROWS = 4
+MAX_PRICE_ROWS = 255
+
 
 def lookback(window: int, ma: int | None = None) -> int:
     """Candles one image reads: the window plus the history its moving average needs."""
@@ -61,7 +67,8 @@ def render(
     if missing:
         raise BotterError(f"candles lack the columns {missing}: pass a Candles frame (botter.data.load)")
     if not 1 <= window <= len(candles):
-        raise BotterError(f"window={window} needs 1 <= window <= len(candles) = {len(candles)}")
+        raise BotterError(f"data.window={window}: a chart holds 1 to {len(candles)} candles here (the candles given)")
+    check_size(name, height=height, width=width, window=window, volume=options.get("volume", True))
     ends = np.arange(window - 1, len(candles)) if ends is None else np.asarray(ends, dtype=np.int64)
     if ends.size and (ends.min() < window - 1 or ends.max() >= len(candles)):
         raise BotterError(
@@ -71,11 +78,47 @@ def render(
     return RENDERERS[name](candles, window, ends, height=height, width=width, **options)
 
 
+def check_size(name: str, *, height: int, width: int, window: int, volume: bool = True) -> None:
+    """Raise BotterError, with the fix, unless renderer `name` can draw `window` candles as bars in
+    a height x width image (the keys of configs/render/<name>.yaml and data.window).
+
+    ohlc: 3 px per candle, and a height in `ohlc_heights(volume)`. mplfinance: 1 px or more per
+    candle, and no less height than the smallest ohlc bar (its own panels are no smaller).
+    """
+    if window < 1:
+        raise BotterError(f"data.window={window}: a chart holds at least 1 candle; set data.window to 1 or more")
+    sizes, other = ohlc_heights(volume), ohlc_heights(not volume)
+    if height < sizes.start or (name == "ohlc" and height >= sizes.stop):
+        price_rows, vol_rows = ohlc_rows(height, volume)
+        why = (f"ohlc numbers its rows in uint8, {MAX_PRICE_ROWS} price rows at most" if height >= sizes.stop else
+               f"a bar needs {MIN_PRICE_ROWS} price rows (high, open, close and low each on a row of its own)"
+               + (" and a volume panel (the bottom fifth, under a 1-px gap) of 1 row or more" if volume else ""))
+        fix = (f"{sizes.start}..{sizes.stop - 1} (render.volume={str(not volume).lower()}: {other.start}..{other.stop - 1})"
+               if name == "ohlc" else f"{sizes.start} or more")
+        raise BotterError(f"render.height={height} leaves {price_rows} price rows"
+                          + (f" and {vol_rows} volume rows" if volume else "") + f": {why}; set render.height to {fix}")
+    if name == "ohlc" and width != 3 * window:
+        raise BotterError(f"render.width={width} but ohlc draws 3 px per candle: set render.width={3 * window}")
+    if width < window:
+        raise BotterError(f"render.width={width} leaves less than 1 px for each of {window} candles: "
+                          f"set render.width to {window} or more")
+
+
+def ohlc_rows(height: int, volume: bool) -> tuple[int, int]:
+    """(price rows, volume rows) of an ohlc image: the volume panel is the bottom fifth, under a 1-px gap."""
+    vol_rows = height // 5 if volume else 0
+    return (height - vol_rows - 1 if volume else height), vol_rows
+
+
+def ohlc_heights(volume: bool) -> range:
+    """The heights in which ohlc draws a bar: MIN_PRICE_ROWS..MAX_PRICE_ROWS price rows and, with
+    volume, at least one volume row: 6..320 px with volume, 4..255 without."""
+    ok = [h for h in range(1, 2 * MAX_PRICE_ROWS) if MIN_PRICE_ROWS <= ohlc_rows(h, volume)[0] <= MAX_PRICE_ROWS
+          and (ohlc_rows(h, volume)[1] >= 1 or not volume)]
+    return range(ok[0], ok[-1] + 1)
+
+
 def _render_ohlc(candles, window, ends, *, height, width, ma=None, volume=True) -> np.ndarray:
-    if width != 3 * window:
-        raise BotterError(
-            f"render.width={width} but ohlc draws 3 px per candle: set render.width={3 * window}"
-        )
     prices = torch.tensor(candles[COLUMNS].to_numpy(np.float64))  # (T, 5)
     images = ohlc_images(
         prices, torch.from_numpy(ends), window, height=height, ma=ma, volume=volume, times=candles.index
@@ -100,13 +143,8 @@ def ohlc_images(prices, ends, window: int, *, height: int, ma=None, volume=True,
     """
     ma = int(ma) if ma else 0
     reads = lookback(window, ma)
-    vol_rows = height // 5 if volume else 0
-    price_rows = height - vol_rows - 1 if volume else height
-    if not 2 <= price_rows <= 255:
-        raise BotterError(
-            f"render.height={height} gives {price_rows} price rows; ohlc draws 2..255 (uint8 rows): "
-            f"set render.height between 8 and 255"
-        )
+    check_size("ohlc", height=height, width=3 * window, window=window, volume=volume)
+    price_rows, vol_rows = ohlc_rows(height, volume)
     if check:
         check_windows(prices, ends, reads, times)
     if chunk is None:
@@ -179,21 +217,32 @@ def _within(rows, top, length):
     return (rows - top[:, None]) <= length[:, None]
 
 
+def bad_candles(prices: torch.Tensor) -> torch.Tensor:
+    """(T,) bool: the candles of `prices` (T, 5) no chart can be drawn from: non-finite, non-positive
+    low, high < low, open or close outside [low, high], negative volume."""
+    o, h, l, c, v = prices.unbind(-1)
+    bad = (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)  # (T,)
+    for column in (o, h, l, c, v):  # column by column: no (T, 5) temporary
+        bad |= ~column.isfinite()
+    return bad
+
+
 def check_windows(prices, ends, reads: int, times=None) -> None:
     """Raise BotterError for the first window (ending at candle `ends[i]`, reading `reads` candles)
-    that reads a bad candle of `prices` (T, 5): non-finite, non-positive low, high < low, open or
-    close outside [low, high], negative volume."""
-    o, h, l, c, v = prices.unbind(-1)
-    bad = (
-        ~prices.isfinite().all(-1) | (l <= 0) | (h < l) | (o < l) | (o > h) | (c < l) | (c > h) | (v < 0)
-    )  # (T,)
-    count = torch.cat([bad.new_zeros(1, dtype=torch.int64), bad.cumsum(0)])  # (T+1,)
-    first = (ends - reads + 1).clamp(min=0)
-    hits = (count[ends + 1] - count[first]) > 0  # (N,)
-    if not hits.any():
+    that reads a bad candle of `prices` (T, 5) (`bad_candles`)."""
+    bad = bad_candles(prices)  # (T,)
+    count = bad.to(torch.int32).cumsum(0, dtype=torch.int32)  # (T,) bad candles up to each one
+    for s in range(0, len(ends), 1 << 20):  # in chunks: the temporaries stay small for 10 M windows
+        e = ends[s : s + (1 << 20)]
+        first = (e - reads + 1).clamp(min=0)
+        hits = count[e] - torch.where(first > 0, count[(first - 1).clamp(min=0)], 0) > 0  # (n,)
+        if hits.any():
+            break
+    else:
         return
-    i = int(hits.nonzero()[0, 0])
-    k = int(first[i]) + int(bad[first[i] : ends[i] + 1].nonzero()[0, 0])
+    j = int(hits.nonzero()[0, 0])
+    i = s + j
+    k = int(first[j]) + int(bad[first[j] : ends[i] + 1].nonzero()[0, 0])
     label = (lambda n: f"{times[n]}") if times is not None else (lambda n: f"candle {n}")
     raise BotterError(
         f"window {i} (ending {label(int(ends[i]))}) reads a bad candle at {label(k)}: "

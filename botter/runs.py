@@ -111,6 +111,13 @@ def write_table(path, name: str, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp)
 
 
+def fail(path, error: BaseException) -> None:
+    """Mark the run in `path` as failed (or interrupted), saying why: never taken for a finished one."""
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    _write_meta(Path(path), {**read_meta(path), "status": status, "error": f"{type(error).__name__}: {error}",
+                             "finished": _now()})
+
+
 def read_meta(path) -> dict:
     """run.json of the folder `path` ({} where there is none)."""
     f = Path(path) / "run.json"

@@ -1,16 +1,41 @@
 """Class probabilities -> target positions: the one rule used by the backtest AND the paper loop.
 
 A target decided at the close of candle t is filled at the open of t+1 (see botter.backtest).
-`positions` is causal: its value at t depends on the probabilities up to t only, so
-`positions(p_up[:t + 1], p_down[:t + 1], ...)[-1] == positions(p_up, p_down, ...)[t]` (tested).
-A live loop therefore calls it on the whole probability history each bar and takes the last value:
-a few ms per 100,000 candles of history with min_hold=1; with min_hold > 1 it steps once per
-position change in Python (a coin-flip signal over 100,000 candles, ~30,000 changes: ~70 ms).
+`positions` is causal: its value at t depends on the probabilities up to t only. The rule's whole
+memory is a `Held` (the position it gave last and for how many candles in a row), so the backtest
+calls it once on a whole period and the paper loop calls it on each new candle with the `Held` of
+the candles before: any split of the probabilities into chunks, the state carried from one to the
+next, gives what one call on the whole gives (tested). A paper decision therefore costs the same at
+candle 100,000 as at candle 100.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from botter.errors import BotterError
+
+
+@dataclass(frozen=True)
+class Held:
+    """The signal rule's state after a candle: the `position` (-1, 0, 1) it gave and for how many
+    `candles` in a row it has given it (0 only before the first candle)."""
+
+    position: int = 0
+    candles: int = 0
+
+    def after(self, targets) -> "Held":
+        """The state after `targets`, the positions `positions(..., held=self)` gave for the candles
+        that followed this state."""
+        targets = np.asarray(targets)
+        if len(targets) == 0:
+            return self
+        last = int(targets[-1])
+        other = np.flatnonzero(targets != last)
+        run = len(targets) - (other[-1] + 1 if len(other) else 0)
+        if run == len(targets) and last == self.position:
+            run += self.candles
+        return Held(last, int(run))
 
 
 def positions(
@@ -21,6 +46,7 @@ def positions(
     threshold_down: float,
     long_only: bool = False,
     min_hold: int = 1,
+    held: Held = Held(),
 ) -> np.ndarray:
     """Target position per candle, int8 in {-1, 0, 1} (short, flat, long).
 
@@ -29,6 +55,8 @@ def positions(
     flat otherwise; when both fire the larger probability wins and a tie is flat.
     min_hold: a long or short position, once entered, is held for at least this many candles
     (1 = follow the signal every candle); flat can be left at once.
+    held: the state after the candles before these (default: none before, flat); carry it on with
+    `held.after(result)`.
 
     >>> positions([0.7, 0.2, 0.5], [0.3, 0.8, 0.5], threshold_up=0.6, threshold_down=0.6)
     array([ 1, -1,  0], dtype=int8)
@@ -45,6 +73,9 @@ def positions(
             raise BotterError(f"{name}={value} must be in (0, 1]: it is a probability threshold")
     if int(min_hold) != min_hold or min_hold < 1:
         raise BotterError(f"min_hold={min_hold} must be a whole number of candles >= 1")
+    if held.position not in (-1, 0, 1) or held.candles < (held.position != 0):
+        raise BotterError(f"{held} is no state of the signal rule: a position of -1, 0 or 1, held for at least "
+                          "one candle unless flat")
 
     up = p_up >= threshold_up
     down = (p_down >= threshold_down) & (not long_only)
@@ -53,11 +84,12 @@ def positions(
     want[down & (~up | (p_down > p_up))] = -1
     if min_hold == 1:
         return want
-    return _hold(want, int(min_hold))
+    return _hold(want, int(min_hold), held)
 
 
-def _hold(want: np.ndarray, min_hold: int) -> np.ndarray:
-    """Follow `want`, but keep each long/short for at least `min_hold` candles once entered.
+def _hold(want: np.ndarray, min_hold: int, held: Held) -> np.ndarray:
+    """Follow `want`, but keep each long/short for at least `min_hold` candles once entered, starting
+    from the state `held`.
 
     Loops once per position change (per trade), not per candle: after a change to v at i, the next
     change is the first j >= i + hold with want[j] != v, read from a precomputed "next index that
@@ -71,8 +103,9 @@ def _hold(want: np.ndarray, min_hold: int) -> np.ndarray:
         mark = np.where(np.append(want != v, True), idx, n)
         next_differing[v] = np.minimum.accumulate(mark[::-1])[::-1].tolist()
     wanted = want.tolist()
-    values, starts = [0], [0]
-    i = next_differing[0][0]
+    values, starts = [held.position], [0]
+    locked = max(min_hold - held.candles, 0) if held.position else 0  # candles the held position still has
+    i = next_differing[held.position][min(locked, n)]
     while i < n:
         v = wanted[i]
         values.append(v)

@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from botter import runs, shapes
 from botter.atomic import atomic_path
@@ -30,6 +29,7 @@ from botter.errors import BotterError
 from botter.evaluate import balanced_accuracy, log_loss
 from botter.inference import as_input, probabilities
 from botter.model import build_model, layer_specs
+from botter.progress import bar as progress_bar
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 # Settings that shape a checkpoint: trainer keys outside it may change on resume.
@@ -131,6 +131,7 @@ class Fitted:
     best_epoch: int
     batch_size: int
     precision: str
+    compiled: bool
 
 
 def fit(
@@ -168,10 +169,16 @@ def fit(
     """
     if schedule not in SCHEDULES:
         raise BotterError(f"trainer.schedule={schedule!r} is not one of: {', '.join(SCHEDULES)}")
-    if max_epochs < 1 or (batch_size is not None and batch_size < 1):
-        raise BotterError(f"trainer.batch_size={batch_size} and trainer.max_epochs={max_epochs} must be >= 1")
+    for name, value in (("max_epochs", max_epochs), ("patience", patience), ("batch_size", batch_size or 1)):
+        if not isinstance(value, int) or value < 1:
+            raise BotterError(f"trainer.{name}={value} must be a whole number >= 1")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise BotterError(f"trainer.{name}={value} must be a number >= 0")
     if (train.labels < 0).any() or (val.labels < 0).any():
         raise BotterError("fit takes labelled windows only: pass windows.labelled()")
+    if not len(train) or not len(val):
+        raise BotterError(f"{len(train)} train and {len(val)} validation windows: both need some (a longer data range)")
     out = Path(out_dir)
     dev = pick_device(device)
     rank, world = setup_distributed(dev)
@@ -230,7 +237,7 @@ def fit(
         # Sums stay on the device: reading them every step would make the GPU wait for the CPU.
         total, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{max_epochs}", disable=not (main and progress), leave=False)
+        bar = progress_bar(range(steps), desc=f"epoch {epoch + 1}/{max_epochs}", show=main and progress, leave=False)
         for i in bar:
             idx = order[i * batch_size : (i + 1) * batch_size]
             x = as_input(train.images(idx.numpy(), dev))  # (B, C, H, W) drawn here, on dev
@@ -304,7 +311,7 @@ def fit(
     net.load_state_dict(best["model"])
     history = pd.DataFrame(state["history"])
     plot_curves(history, out / "curves.png")
-    return Fitted(net.eval(), history, best["epoch"], batch_size, precision)
+    return Fitted(net.eval(), history, best["epoch"], batch_size, precision, bool(compile))
 
 
 def _scheduler(optimizer, schedule: str, lr: float, total: int, *, done: int):

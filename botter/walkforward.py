@@ -16,8 +16,8 @@ last, once: every decidable window there is predicted, labelled or not. A remain
 half a step joins the last fold instead of making a sliver of its own.
 
 Spans: an int is a count of decision times (candles of the data's grid; with several symbols,
-the distinct times of all of them), a float in (0, 1) a share of the distinct decision times, a
-text like "7d", "12h", "30m", "2w" a duration.
+the distinct times of all of them), a percentage like "20%" (or a float in (0, 1)) a share of the
+distinct decision times, a text like "7d", "12h", "30m", "2w" a duration.
 
 Each fold trains `len(seeds)` models that differ only by their seed and averages their softmax
 (botter.inference.probabilities). They train one after another on one device, or side by side in
@@ -50,12 +50,15 @@ _END = np.datetime64("NaT")
 
 
 def parse_span(value, key: str):
-    """A span as written in the config: int -> candles, float in (0, 1) -> share of the decision
-    times, "7d" / "12h" / "30m" / "2w" -> pd.Timedelta. `key` names the setting in errors."""
+    """A span as written in the config: int -> candles, "20%" or a float in (0, 1) -> share of the
+    decision times, "7d" / "12h" / "30m" / "2w" -> pd.Timedelta. `key` names the setting in errors."""
     if isinstance(value, bool):
         value = None  # neither: falls through to the error
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
+    share = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value) if isinstance(value, str) else None
+    if share:
+        value = float(share[1]) / 100
     if isinstance(value, int) and value >= 1:
         return value
     if isinstance(value, float) and 0 < value < 1:
@@ -64,7 +67,7 @@ def parse_span(value, key: str):
     if match and float(match[1]) > 0:
         return pd.Timedelta(float(match[1]), _UNITS[match[2]])
     raise BotterError(f"walkforward.{key}={value!r} is not a span: give candles (an int >= 1), a share of the "
-                      "decision times (a float in (0, 1)) or a duration like 7d, 12h, 30m, 2w")
+                      "decision times (20%, or 0.2) or a duration like 7d, 12h, 30m, 2w")
 
 
 @dataclass
@@ -248,7 +251,8 @@ def scores(windows: Windows, folds: list[Fold], outcome: Outcome, *, classes: in
         p = outcome.probs[f.assignment == 2][known]
         base = baseline_predictions(windows.take(f.assignment == 0).labelled(), test.labelled(), classes=classes,
                                     flat_threshold=flat_threshold)
-        rows.append({"fold": f.number, "train_start": f.train_start, "test_start": f.test_start, "test_end": test.times.max(), "windows": len(test),
+        rows.append({"fold": f.number, "train_start": f.train_start, "test_start": f.test_start,
+                     "test_end": test.times.max(), "windows": len(test),
                      "labelled": int(known.sum()), "test": metrics(y, p) if len(y) else None,
                      "baselines": score_baselines(y, base) if len(y) else None})
         parts.append((test.times[known], y, p, base))

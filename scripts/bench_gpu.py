@@ -1,20 +1,23 @@
-"""Training throughput of the jkx20 model on a GPU: the botter.train recipe vs plain fp32.
+"""GPU training throughput of the real botter-train loop, charts drawn inside the step.
 
-Standalone: needs only torch and this repository (botter.model builds the CNN from the layer
-specs of configs/model/jkx20.yaml). Synthetic 1 x 64 x 60 uint8 images (sparse white pixels like
-the ohlc charts) and random labels, all on the device. For each setting it trains --steps AdamW
-steps of --batch images after --warmup steps and prints images/s and peak GPU memory:
-  recipe: bf16 autocast (where supported), channels_last, uint8 batches cut on the GPU;
-  fp32:   float32, contiguous (NCHW) tensors, the same batches.
-Prints the card's name and recipe/fp32 ratio. --cpu runs a tiny version on the CPU (a smoke test).
+For the jkx20 and small models it builds a synthetic dataset of --windows windows (random-walk 5m
+candles, scripts/synthetic.py; the candles on the card, each batch's charts drawn there), then runs
+`botter.train.fit` as botter-train does on CUDA: its automatic batch size and torch.compile
+choice (override with --batch / --compile / --no-compile), bf16 autocast, channels_last. Two
+epochs; the second one is timed (the first pays for compilation). Prints images/s, the batch, the
+peak GPU memory, and the share of the card's bf16 peak that the model's training FLOPs (3x the
+forward pass, counted from the shape module's layer sizes) reach.
 
-    python scripts/bench_gpu.py [--steps 300] [--batch 256] [--compile] [--cpu]
+    python scripts/bench_gpu.py [--windows 1000000] [--models jkx20 small] [--peak-tflops 989]
+    python scripts/bench_gpu.py --cpu      # a small run on the CPU: checks the script, not a figure
 """
 
 import argparse
+import contextlib
+import io
+import math
 import sys
-import time
-from contextlib import nullcontext
+import tempfile
 from pathlib import Path
 
 import torch
@@ -22,78 +25,72 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a bare checkout too
-from botter.model import build_model
+import synthetic
+
+from botter import shapes
+from botter.model import layer_specs
+from botter.train import fit
+
+# Dense bf16 peaks from the vendors' data sheets, TFLOP/s (the H200 measured ~790 on matrix work here).
+PEAKS = {"H100": 989, "H200": 989, "A100": 312, "L40S": 362, "A10": 125, "4090": 165}
 
 
-def jkx20_kwargs(classes: int = 2) -> dict:
-    """build_model kwargs from configs/model/jkx20.yaml for a 1 x 64 x 60 image (no Hydra needed)."""
-    cfg = yaml.safe_load((ROOT / "configs" / "model" / "jkx20.yaml").read_text())
-    return {"in_channels": 1, "layers": cfg["layers"], "head": {**cfg["head"], "num_classes": classes},
-            "input_hw": (64, 60)}
+def model_kwargs(name: str) -> dict:
+    """build_model kwargs from configs/model/<name>.yaml for a 1 x 64 x 60 chart (no Hydra needed)."""
+    cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())
+    return {"in_channels": 1, "layers": cfg["layers"], "head": {**cfg["head"], "num_classes": 2},
+            "input_hw": [64, 60]}
 
 
-def run(dev: torch.device, *, recipe: bool, steps: int, warmup: int, batch: int, compile: bool) -> tuple[float, float]:
-    """(images per second, peak GPU memory in GiB) of `steps` training steps."""
-    torch.manual_seed(0)
-    n = batch * 16
-    images = ((torch.rand(n, 1, 64, 60, device=dev) < 0.08) * 255).to(torch.uint8)  # (N, 1, 64, 60)
-    labels = torch.randint(0, 2, (n,), device=dev)
-    fmt = torch.channels_last if recipe else torch.contiguous_format
-    net = build_model(**jkx20_kwargs()).to(dev, memory_format=fmt).train()
-    model = torch.compile(net) if compile else net
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    bf16 = recipe and dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(dev)
-    for i in range(warmup + steps):
-        if i == warmup:
-            if cuda:
-                torch.cuda.synchronize(dev)
-            started = time.perf_counter()
-        idx = torch.randint(0, n, (batch,), device=dev)
-        x = images[idx].float().div_(255).contiguous(memory_format=fmt)  # (B, 1, 64, 60)
-        with amp:
-            loss = torch.nn.functional.cross_entropy(model(x).float(), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if cuda:
-        torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else float("nan")
-    return steps * batch / seconds, peak
+def train_flops(kwargs: dict) -> float:
+    """FLOPs of one training step per image: 3x the forward pass's multiply-adds x 2."""
+    rows = shapes.trace(layer_specs(kwargs["layers"], kwargs["head"]), (1, 64, 60))
+    macs = 0
+    for r in rows:
+        if r.type == "Conv2d":
+            k = r.kwargs["kernel_size"]
+            k = k if isinstance(k, (list, tuple)) else (k, k)
+            macs += math.prod(r.out_shape) * r.in_shape[0] // r.kwargs.get("groups", 1) * k[0] * k[1]
+        elif r.type == "Linear":
+            macs += r.in_shape[0] * r.out_shape[0]
+    return 3 * 2 * macs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model (both settings)")
-    ap.add_argument("--cpu", action="store_true", help="tiny run on the CPU: checks the script, not a figure")
+    ap.add_argument("--windows", type=int, default=1_000_000)
+    ap.add_argument("--models", nargs="+", default=["jkx20", "small"])
+    ap.add_argument("--batch", type=int, default=None, help="default: botter-train's automatic choice")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="default: botter-train's automatic choice")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: by name)")
+    ap.add_argument("--cpu", action="store_true", help="a small run on the CPU: checks the script, not a figure")
     args = ap.parse_args()
     if args.cpu:
-        dev, args.steps, args.warmup, args.batch = torch.device("cpu"), 3, 1, 16
-        name = "CPU (smoke test)"
+        dev, args.windows, name = "cpu", 3000, "CPU (smoke test)"
     elif torch.cuda.is_available():
-        dev = torch.device("cuda")
-        torch.backends.cudnn.benchmark = True
-        name = torch.cuda.get_device_name(dev)
+        dev, name = "cuda", torch.cuda.get_device_name(0)
     else:
         sys.exit("no CUDA device: run on a GPU machine, or pass --cpu for a smoke test")
-    params = sum(p.numel() for p in build_model(**jkx20_kwargs()).parameters())
-    print(f"{name}, torch {torch.__version__}, jkx20 1x64x60 ({params:,} parameters), batch {args.batch}, {args.steps} steps"
-          f"{', compiled' if args.compile else ''}")
-    results = {}
-    for label, recipe in (("recipe (bf16, channels_last)", True), ("fp32 NCHW", False)):
-        results[label] = run(dev, recipe=recipe, steps=args.steps, warmup=args.warmup, batch=args.batch,
-                             compile=args.compile)
-        ips, peak = results[label]
-        print(f"{label:30} {ips:12,.0f} images/s   peak GPU memory {peak:.2f} GiB")
-    (r, _), (f, _) = results.values()
-    print(f"recipe / fp32: {r / f:.2f}x")
+    peak = args.peak_tflops or next((v for k, v in PEAKS.items() if k in name), None)
+    windows = synthetic.windows(args.windows)
+    held = min(8192, len(windows) // 10)  # validation windows
+    train, val = windows.take(slice(0, len(windows) - held)), windows.take(slice(len(windows) - held, None))
+    print(f"{name}, torch {torch.__version__}, {len(train):,} train windows (1 x 64 x 60 charts drawn in the step)")
+    print(f"{'model':8}{'images/s':>12}{'batch':>7}{'compiled':>10}{'GPU GiB':>9}{'GFLOP/img':>11}{'of bf16 peak':>14}")
+    for model in args.models:
+        kwargs = model_kwargs(model)
+        if dev == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):  # its epoch lines
+            fitted = fit(train, val, model_kwargs=kwargs, out_dir=out, max_epochs=2, patience=9, device=dev,
+                         batch_size=args.batch, compile=args.compile, progress=False)
+        ips = len(train) / fitted.history["train_seconds"].iloc[-1]
+        flops = train_flops(kwargs)
+        memory = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else float("nan")
+        share = f"{ips * flops / (peak * 1e12):.1%}" if peak else "n/a"
+        compiled = "yes" if fitted.compiled else "no"
+        print(f"{model:8}{ips:12,.0f}{fitted.batch_size:7}{compiled:>10}{memory:9.2f}{flops / 1e9:11.2f}{share:>14}")
 
 
 if __name__ == "__main__":

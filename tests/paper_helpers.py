@@ -1,6 +1,6 @@
-"""What the paper-trading tests share: the settings that make the tiny run trade, reading and comparing
-ledgers (also while another process writes them), trading a feed into a ledger, the paper command
-line, and waiting for a trading process with a guard against a hang."""
+"""What the paper-trading tests share: the shipped settings with thresholds that make the tiny run
+trade, reading and comparing ledgers (also while another process writes them), trading a feed into a
+ledger, the paper command line, and waiting for a trading process with a guard against a hang."""
 
 import sqlite3
 import sys
@@ -9,26 +9,35 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from botter import inference, runs
+from botter.cli import signal_settings
+from botter.config import compose
 from botter.paper import loop, session
-from botter.paper.ledger import Ledger
+from botter.paper.ledger import NAMES, Ledger
 
 SYMBOL = "ETH/BTC"
 REPLAY = {"name": "replay", "start": None, "end": None, "pace": 0.0}
 
 
-def settings(run) -> dict:
-    """Backtest settings whose thresholds make the tiny model trade often (a lasting signal)."""
+POLICY = OmegaConf.to_container(compose("paper").validate)  # the shipped validation policy
+
+
+def settings(run, **changes) -> dict:
+    """The shipped backtest settings (configs/backtest/default.yaml: size 1, fee 0.1 %, min_hold the
+    run's horizon) with thresholds that make the tiny model trade often; `changes` override them."""
     p = pd.read_parquet(run / "predictions.parquet")
-    return {"cash": 1000.0, "fee": 0.001, "slippage_bps": 5.0, "size": 0.8, "long_only": False,
-            "min_hold": 3, "threshold_up": float(np.quantile(p["p_up"], 0.6)),
-            "threshold_down": float(np.quantile(p["p_down"], 0.6))}
+    shipped = signal_settings(OmegaConf.to_container(compose("backtest").backtest), runs.open_run(run).config["data"]
+                              ["horizon"])
+    return {**shipped, "threshold_up": float(np.quantile(p["p_up"], 0.6)),
+            "threshold_down": float(np.quantile(p["p_down"], 0.6)), **changes}
 
 
 def tables(path) -> dict[str, pd.DataFrame]:
-    with Ledger(path) as ledger:
-        return {name: ledger.table(name) for name in ("bars", "decisions", "orders", "fills")}
+    """Every table of the ledger at `path` but its settings."""
+    with Ledger(path, readonly=True) as ledger:
+        return {name: ledger.table(name) for name in NAMES if name != "meta"}
 
 
 def assert_same_ledger(path, want: dict[str, pd.DataFrame]) -> None:
@@ -52,21 +61,22 @@ def bars(path) -> tuple[int, int]:
         db.close()
 
 
-def trade_into(run_dir, path, feed, images: list | None = None) -> int:
-    """Trade the run's model with `settings(run_dir)` on `feed` (a botter.paper.feeds feed) into the
-    ledger at `path`, resuming it; the number of candles traded. `images` gets the number of charts
-    each model call read."""
+def trade_into(run_dir, path, feed, images: list | None = None, symbols=(SYMBOL,), **changes) -> int:
+    """Trade the run's model with `settings(run_dir, **changes)` on `feed` (a botter.paper.feeds feed)
+    into the ledger at `path`, resuming it; the number of candle times traded. `images` gets the
+    number of charts each model call read."""
     predictor = inference.load(runs.open_run(run_dir))
     if images is not None:
         predictor.models[0].register_forward_hook(lambda module, args, out: images.append(len(args[0])))
-    bt = settings(run_dir)
-    with Ledger(path) as ledger, session.torch_threads(1):
-        trader = loop.resume(ledger, predictor, signals={k: bt[k] for k in session.SIGNAL_KEYS},
-                             **{k: bt[k] for k in session.COST_KEYS})
-        return loop.run(feed, trader, ledger)
+    bt = settings(run_dir, **changes)
+    with Ledger(path, {"symbols": list(symbols), **bt}) as ledger, session.torch_threads(1):
+        traders = loop.resume(ledger, predictor, list(symbols), signals={k: bt[k] for k in session.SIGNAL_KEYS},
+                              **{k: bt[k] for k in session.COST_KEYS})
+        return loop.run(feed, traders, ledger)
 
 
 def paper_cli(run, name, *args) -> list[str]:
+    """The botter-paper command line with `settings(run)`."""
     bt = settings(run)
     return [sys.executable, "-c", "from botter.cli.paper import main; main()", f"run_dir={run}", f"name={name}",
             "progress=false", *(f"backtest.{k}={v}" for k, v in bt.items()), *args]

@@ -13,8 +13,9 @@ BIN = Path(sys.executable).parent
     "argv, says",
     [
         (["botter-backtest"], "run_dir has no value: give it on the command line (run_dir=...)"),
-        (["botter-train", "model=nope"], "Could not find 'model/nope'"),
-        (["botter-walkforward", "walkforward=nope"], "Could not find 'walkforward/nope'"),
+        (["botter-train", "model=nope"], "model=nope is not an option of model; options: jkx20, seed, small"),
+        (["botter-walkforward", "walkforward=nope"],
+         "walkforward=nope is not an option of walkforward; options: anchored, rolling"),
         (["botter-runs"], "path has no value: give it on the command line (path=...)"),
         (["botter-runs", "path=nowhere"], "path=nowhere is not a folder"),
     ],

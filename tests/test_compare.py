@@ -66,7 +66,7 @@ def test_a_walkforward_that_fails_on_a_bad_span_is_one_line_and_skipped_by_botte
                            "walkforward.train=7x"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == ("error: walkforward.train='7x' is not a span: give candles (an int >= 1), a share "
-                                   "of the decision times (a float in (0, 1)) or a duration like 7d, 12h, 30m, 2w")
+                                   "of the decision times (20%, or 0.2) or a duration like 7d, 12h, 30m, 2w")
     listed = subprocess.run([str(bin_dir / "botter-runs"), "path=outputs"], cwd=tmp_path, capture_output=True,
                             text=True, check=False)
     assert listed.returncode == 2 and "no complete run folder under outputs (skipped 1 folder" in listed.stderr

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from botter.data import load, load_candles, load_sample, sample_symbols
+from botter.data import load, load_sample, sample_symbols
 from botter.data.csvfile import infer_timeframe, read_csv_candles, symbol_from_name
 from botter.errors import BotterError
 
@@ -55,8 +55,15 @@ def test_header_with_a_date_column_and_capitalised_names(tmp_path, eth, time):
     write(path, eth, time=time, names=["Open", "High", "Low", "Close", "Volume"], newest_first=True)
     df, timeframe = read_csv_candles(path)
     assert timeframe == "5m"
-    # File order is kept (newest first): validation reports it, the store sorts it.
-    pd.testing.assert_frame_equal(df.sort_index(), eth.iloc[:50])
+    pd.testing.assert_frame_equal(df, eth.iloc[:50])  # newest first, read oldest first
+
+
+def test_rows_out_of_order_are_read_in_file_order(tmp_path, eth):
+    mixed = eth.iloc[[0, 1, 3, 2, 4, 5]]
+    path = tmp_path / "ETH_BTC.csv"
+    written(path, mixed)
+    df, _ = read_csv_candles(path)
+    pd.testing.assert_frame_equal(df, mixed)  # validation reports the disorder, the store sorts it
 
 
 def test_headerless_ccxt_rows(tmp_path, eth):
@@ -81,6 +88,89 @@ def test_csv_errors_say_what_to_do(tmp_path):
         symbol_from_name("candles.csv")
 
 
+HEADER = b"date,open,high,low,close,volume\n"
+ROW = b"2024-01-01 00:00,1,2,0.5,1.5,10\n"
+# Files that cannot be read, each with what the one-line message says (tests/test_data_cli.py runs them
+# through botter-fetch too).
+BAD_FILES = {
+    "empty": (b"", "is empty"),
+    "blank": (b"\n \n\n", "is empty"),
+    "header only": (HEADER, "has a header but no candle rows"),
+    "latin-1": (HEADER + ROW + "2024-01-01 00:05,1,2,0.5,1.5,M\xfcller\n".encode("latin-1"),
+                r"is not UTF-8 text \(byte 0xfc on line 3\): save it as UTF-8"),
+    "binary": (bytes(range(256)), "is not UTF-8 text"),
+    "text for a number": (HEADER + ROW + b"2024-01-01 00:05,1,2,0.5,abc,10\n",
+                          "line 3: 'abc' in the close column is not a number"),
+    "no time": (HEADER + b",1,2,0.5,1.5,10\n", "line 2 has no time"),
+    "bad time": (HEADER + b"yesterday,1,2,0.5,1.5,10\n", "cannot read the times"),
+    "ragged row": (HEADER + ROW + b"2024-01-01,1,2,0.5,1.5,10,7,8\n", "line 3: 8 fields where the first row has 6"),
+    "ragged first row": (HEADER + b"2024-01-01,1,2,0.5,1.5,10,7\n", "line 2: more fields than the header names"),
+    "pipes": (b"date|open|high|low|close|volume\n2024-01-01|1|2|0.5|1.5|10\n",
+              "no header naming open, high, low and close, and no ccxt rows"),
+    "five columns, no header": (b"1704067200000,1,2,0.5,1.5\n", "no ccxt rows"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_a_file_that_cannot_be_read_is_one_clear_line(tmp_path, name):
+    content, message = BAD_FILES[name]
+    path = tmp_path / "ETH_BTC.csv"
+    path.write_bytes(content)
+    with pytest.raises(BotterError, match=message) as e:
+        read_csv_candles(path, "5m")
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def written(path, frame, **to_csv):
+    """`frame` (a Candles frame) written as a CSV with a Date column, as spreadsheets write them."""
+    table = frame.rename(columns=str.capitalize).reset_index()
+    table.insert(0, "Date", table.pop("time").dt.strftime("%Y-%m-%d %H:%M"))
+    table.to_csv(path, index=False, **to_csv)
+    return path.read_text()
+
+
+@pytest.mark.parametrize("to_csv, starts", [
+    ({"sep": ";", "decimal": ","}, "Date;Open;High;Low;Close;Volume\n2018-01-10 04:55;0,0984;0,0994766;"),
+    ({"sep": "\t"}, "Date\tOpen\tHigh\tLow\tClose\tVolume\n2018-01-10 04:55\t0.0984\t"),
+    ({"decimal": ","}, 'Date,Open,High,Low,Close,Volume\n2018-01-10 04:55,"0,0984","0,0994766",'),
+])
+def test_separators_and_decimal_commas_are_found(tmp_path, eth, to_csv, starts):
+    path = tmp_path / "ETH_BTC.csv"
+    assert written(path, eth.iloc[:40], **to_csv).startswith(starts)
+    df, timeframe = read_csv_candles(path)
+    assert timeframe == "5m"
+    pd.testing.assert_frame_equal(df, eth.iloc[:40])
+
+
+def test_thousands_separators_are_not_decimal_marks(tmp_path):
+    (tmp_path / "BTC_USDT.csv").write_text(
+        'time,open,high,low,close,volume\n2024-01-01 00:00,"42,000.5","42,100",41900,"42,050.25",1.5\n'
+        '2024-01-01 01:00,"42,050.25","42,300","42,000","42,200",2\n'
+    )
+    df, timeframe = read_csv_candles(tmp_path / "BTC_USDT.csv")
+    assert timeframe == "1h"
+    assert df.iloc[0].tolist() == [42000.5, 42100.0, 41900.0, 42050.25, 1.5]
+    (tmp_path / "eu.csv").write_text("time;open;high;low;close;volume\n2024-01-01 00:00;42.000,5;42.100;41.900;1,5;2\n")
+    assert read_csv_candles(tmp_path / "eu.csv", "1h")[0].iloc[0].tolist() == [42000.5, 42100.0, 41900.0, 1.5, 2.0]
+
+
+def test_cryptodatadownload_file_with_its_url_on_line_one(tmp_path, eth):
+    # Newest first, epoch ms in "unix", base volume first ("Volume ETH"), as CryptoDataDownload writes them.
+    part = eth.iloc[:30].iloc[::-1]
+    table = pd.DataFrame({
+        "unix": part.index.as_unit("ms").asi8, "date": part.index.strftime("%Y-%m-%d %H:%M:%S"), "symbol": "ETH/BTC",
+        **{c: part[c].to_numpy() for c in ("open", "high", "low", "close")},
+        "Volume ETH": part.volume.to_numpy(), "Volume BTC": (part.volume * part.close).to_numpy(), "tradecount": 7,
+    })
+    path = tmp_path / "Binance_ETHBTC_5m.csv"
+    path.write_text("https://www.CryptoDataDownload.com\n" + table.to_csv(index=False))
+    df, timeframe = read_csv_candles(path)
+    assert timeframe == "5m"
+    pd.testing.assert_frame_equal(df, eth.iloc[:30])
+    with pytest.raises(BotterError, match="give symbol="):  # BTCUSDT-style names do not say where BTC ends
+        symbol_from_name(path)
+
+
 def test_timeframe_and_symbol_inference():
     hour = 3_600_000
     assert infer_timeframe([0, hour, 2 * hour, 5 * hour]) == "1h"  # the common step, despite a gap
@@ -88,15 +178,3 @@ def test_timeframe_and_symbol_inference():
         infer_timeframe([0, 7_000])
     assert symbol_from_name("binance_XMR-BTC_5m.csv") == "XMR/BTC"
     assert symbol_from_name("BTC_USDT-1h.csv") == "BTC/USDT"
-
-
-def test_store_round_trip(tmp_path, eth):
-    from botter.data.store import append_store, store_path
-
-    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
-    assert path == tmp_path / "binance" / "ETH_BTC-5m.parquet"
-    append_store(path, eth.iloc[:100])
-    append_store(path, eth.iloc[50:200])  # overlap: stored candles win, nothing doubled
-    got = load_candles("binance", "ETH/BTC", "5m", start="2018-01-10 05:00", end=1515560100000 + 150 * 300_000,
-                       data_dir=tmp_path)
-    pd.testing.assert_frame_equal(got, eth.iloc[1:150])

@@ -8,7 +8,7 @@ from exchange_server import ExchangeServer
 from botter.config import compose
 from botter.data import load_candles, load_sample, store_path
 from botter.data.candles import to_ms
-from botter.data.fetch import call, fetch_to_store, make_exchange
+from botter.data.fetch import call, fetch_to_store, make_exchange, retry_after
 from botter.data.store import append_store
 from botter.errors import BotterError
 
@@ -29,12 +29,16 @@ def server(eth, xmr):
         yield s
 
 
-def fetch(server, tmp_path, symbol="ETH/BTC", timeframe="5m", since="2018-01-01", **kw):
+def fetch(server, tmp_path, symbol="ETH/BTC", timeframe="5m", since="2018-01-01", policy=POLICY, retry=RETRY, **kw):
     exchange = make_exchange("binance", server.ccxt_config())
     path = store_path(tmp_path, "binance", symbol, timeframe)
     return fetch_to_store(
-        exchange, symbol, timeframe, path, since=since, policy=POLICY, retry=RETRY, progress=False, **kw
+        exchange, symbol, timeframe, path, since=since, policy=policy, retry=retry, progress=False, **kw
     )
+
+
+def stored(tmp_path, symbol="ETH/BTC"):
+    return load_candles("binance", symbol, "5m", data_dir=tmp_path)
 
 
 def klines(server):
@@ -43,12 +47,13 @@ def klines(server):
 
 
 def test_multi_page_fetch_is_exact(server, tmp_path, eth):
-    stored, added, dropped = fetch(server, tmp_path)
-    assert (added, dropped, len(stored)) == (5760, 0, 5760)
-    assert stored.index[0] == pd.Timestamp("2018-01-10 04:55", tz="UTC")
-    assert stored.index[-1] == pd.Timestamp("2018-01-30 04:50", tz="UTC")
-    pd.testing.assert_frame_equal(stored, eth)
-    pd.testing.assert_frame_equal(load_candles("binance", "ETH/BTC", "5m", data_dir=tmp_path), eth)
+    got = fetch(server, tmp_path)
+    assert (got.added, got.replaced, got.report.rows, got.report.dropped, len(got.stored)) == (5760, 0, 5760, [], 5760)
+    assert got.report.ok and got.notes == []
+    assert got.stored.index[0] == pd.Timestamp("2018-01-10 04:55", tz="UTC")
+    assert got.stored.index[-1] == pd.Timestamp("2018-01-30 04:50", tz="UTC")
+    pd.testing.assert_frame_equal(got.stored, eth)
+    pd.testing.assert_frame_equal(stored(tmp_path), eth)
     # Binance's page is 1000 candles: 6 pages, each starting after the last candle of the one before.
     pages = klines(server)
     assert len(pages) == 6
@@ -66,32 +71,65 @@ def test_second_run_adds_nothing(server, tmp_path, eth):
     fetch(server, tmp_path)
     path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
     mtime = path.stat().st_mtime_ns
-    stored, added, _ = fetch(server, tmp_path)
-    assert added == 0
+    server.requests.clear()
+    got = fetch(server, tmp_path)
+    assert got.added == 0
     assert path.stat().st_mtime_ns == mtime
-    pd.testing.assert_frame_equal(stored, eth)
+    pd.testing.assert_frame_equal(got.stored, eth)
+    # It asks once more for the days before the first candle, and says that there are none.
+    assert len(klines(server)) == 1
+    assert got.notes == [("backfill: the exchange sent no ETH/BTC 5m candles from 2018-01-01 00:00 to 2018-01-10 04:55, "
+                         "where the store begins")]
+    # Without since it continues after the last candle: nothing has closed since.
+    server.requests.clear()
+    assert fetch(server, tmp_path, since=None).added == 0
+    assert klines(server) == []
 
 
 def test_until_bounds_the_range(server, tmp_path, eth):
-    stored, added, _ = fetch(server, tmp_path, since="2018-01-12", until="2018-01-13")
-    assert added == 288  # one day of 5m candles
-    pd.testing.assert_frame_equal(stored, eth.loc["2018-01-12":"2018-01-12 23:55"])
+    got = fetch(server, tmp_path, since="2018-01-12", until="2018-01-13")
+    assert got.added == 288  # one day of 5m candles
+    pd.testing.assert_frame_equal(got.stored, eth.loc["2018-01-12":"2018-01-12 23:55"])
+    server.requests.clear()
+    got = fetch(server, tmp_path, since="2018-01-12", until="2018-01-13")
+    assert got.added == 0 and klines(server) == []
+    assert "no candle is missing in the range asked: nothing to fetch" in got.notes[0]
+
+
+def test_a_fetch_before_the_stored_range_backfills_it(server, tmp_path, eth):
+    fetch(server, tmp_path, since="2018-01-20")
+    got = fetch(server, tmp_path, since="2018-01-10")
+    assert got.added == len(eth.loc[:"2018-01-19 23:55"])
+    assert got.notes == []
+    pd.testing.assert_frame_equal(stored(tmp_path), eth)
+
+
+def test_holes_in_the_store_are_fetched(server, tmp_path, eth):
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    append_store(path, pd.concat([eth.iloc[:100], eth.iloc[1100:1110], eth.iloc[1120:3500], eth.iloc[4000:5700]]))
+    assert fetch(server, tmp_path, since=None).added == 60  # without since: after the last candle only
+    server.requests.clear()
+    assert fetch(server, tmp_path).added == 1000 + 10 + 500
+    pd.testing.assert_frame_equal(stored(tmp_path), eth)
+    # The days before the first candle and the holes at 100 and 1110 are less than a page apart: one
+    # range, two pages; the hole at 3500 is a range of its own.
+    starts = [int(p.split("startTime=")[1].split("&")[0]) for p in klines(server)]
+    assert starts == [to_ms("2018-01-01"), to_ms(eth.index[1000]), to_ms(eth.index[3500])]
 
 
 def test_interrupted_fetch_resumes_without_gaps_or_duplicates(server, tmp_path, eth):
     # Two pages come through, then the exchange stays down longer than the retries last.
     server.fail_next(RETRY["tries"], 503, after=3)  # markets, time, page 1, then page 2 fails
-    with pytest.raises(BotterError, match="could not reach the exchange after 4 tries"):
+    with pytest.raises(BotterError, match=r"could not reach the exchange after 4 tries.*\[the fetch stopped at "
+                                          r"2018-01-13 16:15: 1000 candles added before it are stored; run the same"):
         fetch(server, tmp_path)
-    partial = load_candles("binance", "ETH/BTC", "5m", data_dir=tmp_path)
-    pd.testing.assert_frame_equal(partial, eth.iloc[:1000])  # whole pages only
+    pd.testing.assert_frame_equal(stored(tmp_path), eth.iloc[:1000])  # whole pages only
     server.requests.clear()
-    stored, added, _ = fetch(server, tmp_path)
-    assert added == 4760
-    pd.testing.assert_frame_equal(stored, eth)
-    # The second run starts right after the last stored candle.
-    first = to_ms(eth.index[1000])
-    assert f"startTime={first}" in klines(server)[0]
+    got = fetch(server, tmp_path)
+    assert got.added == 4760
+    pd.testing.assert_frame_equal(got.stored, eth)
+    # The second run starts right after the last stored candle (after asking for the days before the first).
+    assert f"startTime={to_ms(eth.index[1000])}" in klines(server)[1]
 
 
 @pytest.mark.parametrize("fault", ["timeout", 429, 500, 502, 503])
@@ -99,27 +137,135 @@ def test_network_trouble_is_retried_and_the_result_exact(server, tmp_path, eth, 
     server.fail_next(1, fault)  # load_markets
     server.fail_next(2, fault, after=2)  # the first page
     server.fail_next(1, fault, after=3)  # a later page
-    stored, added, _ = fetch(server, tmp_path)
-    assert added == 5760
-    pd.testing.assert_frame_equal(stored, eth)
+    got = fetch(server, tmp_path)
+    assert got.added == 5760
+    pd.testing.assert_frame_equal(got.stored, eth)
     assert len(klines(server)) == 6 + 3
+
+
+@pytest.mark.parametrize("fault", ["truncated", "empty"])
+def test_a_bad_page_is_retried_and_the_result_exact(server, tmp_path, eth, fault):
+    server.fail_next(2, fault, after=4)  # the third page, twice
+    got = fetch(server, tmp_path)
+    assert got.added == 5760 and got.report.ok
+    pd.testing.assert_frame_equal(got.stored, eth)
+    assert len(klines(server)) == 6 + 2
+
+
+@pytest.mark.parametrize("fault, why", [("truncated", r"an unreadable page of candles from 2018-01-17 03:35: '\[\[1"),
+                                        ("empty", ("no candles from 2018-01-17 03:35 on, although the exchange's clock "
+                                                  r"\(2018-01-30 04:55\) says they have closed"))])
+def test_a_bad_page_that_persists_fails_the_fetch_saying_how_far_it_got(server, tmp_path, eth, fault, why):
+    server.fail_next(RETRY["tries"], fault, after=4)
+    with pytest.raises(BotterError, match=f"the exchange sent a bad candle page 4 times .*{why}.*the fetch stopped at "
+                                          "2018-01-17 03:35: 2000 candles added before it are stored"):
+        fetch(server, tmp_path)
+    pd.testing.assert_frame_equal(stored(tmp_path), eth.iloc[:2000])
+    pd.testing.assert_frame_equal(fetch(server, tmp_path).stored, eth)  # the same command again fills the rest
+
+
+def test_an_empty_page_after_the_last_candle_is_the_end(server, tmp_path, eth):
+    server.now = to_ms(eth.index[-1]) + 10 * TF_MS  # the market stopped trading nine candles ago
+    with pytest.raises(BotterError, match="if the market stopped trading, give until="):
+        fetch(server, tmp_path, since=eth.index[-100])
+    got = fetch(server, tmp_path, since=eth.index[-100], until=eth.index[-1] + pd.Timedelta("5min"))
+    pd.testing.assert_frame_equal(got.stored, eth.iloc[-100:])
+
+
+def test_retry_after_is_waited(server, tmp_path, eth, monkeypatch):
+    import botter.data.fetch as fetch_module
+
+    waits = []
+    monkeypatch.setattr(fetch_module.time, "sleep", waits.append)
+    server.retry_after = 0.5
+    server.fail_next(1, 429, after=3)  # page 2
+    server.fail_next(1, 418, after=1)  # page 3, then a 503 for its second try
+    server.fail_next(1, 503)
+    got = fetch(server, tmp_path, retry=RETRY | {"max_delay": 1.0})
+    pd.testing.assert_frame_equal(got.stored, eth)
+    assert waits == [0.5, 0.5, 2 * RETRY["base_delay"]]  # Retry-After where given, the backoff elsewhere
+
+
+def test_a_retry_after_longer_than_max_delay_fails_at_once_saying_when(server, tmp_path):
+    server.retry_after = 120
+    server.fail_next(1, 429, after=2)
+    with pytest.raises(BotterError, match=r"the exchange asks to wait 120 s before the next request \(too many "
+                                          r"requests\): try again after \d{4}-\d\d-\d\d \d\d:\d\d UTC"):
+        fetch(server, tmp_path)
+    assert len(klines(server)) == 1
 
 
 def test_open_candle_is_not_stored(server, tmp_path, eth):
     server.now = to_ms(eth.index[3000]) + TF_MS // 2  # candle 3000 is still open
-    stored, added, _ = fetch(server, tmp_path)
-    assert added == 3000
-    assert stored.index[-1] == eth.index[2999]
+    got = fetch(server, tmp_path)
+    assert got.added == 3000
+    assert got.stored.index[-1] == eth.index[2999]
     server.now = to_ms(eth.index[-1]) + TF_MS  # all have closed now
-    stored, added, _ = fetch(server, tmp_path, since=None)
-    assert added == 2760
-    pd.testing.assert_frame_equal(stored, eth)
+    got = fetch(server, tmp_path, since=None)
+    assert got.added == 2760
+    pd.testing.assert_frame_equal(got.stored, eth)
 
 
 def test_gaps_are_kept_as_gaps(server, tmp_path, xmr):
-    stored, added, _ = fetch(server, tmp_path, symbol="XMR/BTC")
-    assert added == 5758
-    pd.testing.assert_frame_equal(stored, xmr)
+    got = fetch(server, tmp_path, symbol="XMR/BTC")
+    assert got.added == 5758
+    assert got.report.gaps == [(pd.Timestamp("2018-01-27 14:40", tz="UTC"), 1),
+                               (pd.Timestamp("2018-01-27 22:50", tz="UTC"), 1)]
+    pd.testing.assert_frame_equal(got.stored, xmr)
+
+
+def test_the_report_is_of_the_pages_received_and_says_what_was_done(server, tmp_path, eth):
+    server.fail_next(1, "changed", after=3)  # page 2: its first candle twice, the second time with more volume
+    server.fail_next(1, "off_grid")  # page 3: its second candle a second late
+    got = fetch(server, tmp_path, policy=POLICY | {"changed_duplicates": "drop"})
+    late = eth.index[2000]  # ccxt keeps `limit` candles of page 2's 1001: page 3 begins at candle 1999
+    assert got.report.rows == 5760 + 1
+    assert got.report.dropped == [(eth.index[1000], ("changed_duplicates",)), (late + pd.Timedelta("1s"), ("off_grid",))]
+    assert got.report.gaps == [(late, 1)]
+    text = got.report.summary()
+    assert "changed_duplicates (open time seen before, other values): 1 at 2018-01-13 16:15: dropped, the first" in text
+    assert "off_grid (open time not a multiple of the timeframe): 1 at 2018-01-17 03:35: dropped" in text
+    assert "gaps: 1 (1 candles missing) at 2018-01-17 03:35 (1 missing): left as gaps" in text
+    pd.testing.assert_frame_equal(got.stored, eth.drop(late))
+
+
+def test_a_candle_sent_twice_with_other_values_fails_by_default(server, tmp_path, eth):
+    server.fail_next(1, "changed", after=3)
+    with pytest.raises(BotterError, match=r"changed_duplicates.*2018-01-13 16:15.*1000 candles added before it"):
+        fetch(server, tmp_path)
+    pd.testing.assert_frame_equal(stored(tmp_path), eth.iloc[:1000])
+
+
+def test_a_refetch_compares_and_repairs_with_conflicts_replace(server, tmp_path, eth):
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    bad = eth.iloc[:3000].copy()
+    bad.iloc[1234, 3] = 1e9  # a close no exchange sent
+    append_store(path, bad)
+    assert fetch(server, tmp_path).added == 2760  # only what is missing is asked for
+    with pytest.raises(BotterError, match="1 candles differ from the stored ones .* the first at 2018-01-14 11:45"):
+        fetch(server, tmp_path, refetch=True)
+    got = fetch(server, tmp_path, refetch=True, conflicts="replace")
+    assert (got.added, got.replaced) == (0, 1)
+    pd.testing.assert_frame_equal(stored(tmp_path), eth)
+
+
+def test_each_write_merges_what_others_wrote_meanwhile(server, tmp_path, eth, monkeypatch):
+    import botter.data.fetch as fetch_module
+
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    monkeypatch.setattr(fetch_module, "WRITE_EVERY_S", 0.0)
+    real_fetch_page = fetch_module.fetch_page
+
+    def page_then_another_writer(*args):
+        page = real_fetch_page(*args)
+        if args[3] == to_ms(eth.index[1000]):  # between the first and the second write of this fetch
+            append_store(path, eth.iloc[4000:4100])  # as another botter-fetch would
+        return page
+
+    monkeypatch.setattr(fetch_module, "fetch_page", page_then_another_writer)
+    got = fetch(server, tmp_path, until=eth.index[3000])
+    assert got.added == 3000
+    pd.testing.assert_frame_equal(stored(tmp_path), pd.concat([eth.iloc[:3000], eth.iloc[4000:4100]]))
 
 
 def test_unknown_symbol_fails_at_once(server, tmp_path):
@@ -145,6 +291,8 @@ def test_unreachable_exchange_fails_after_bounded_retries(tmp_path):
 def test_unknown_exchange_id():
     with pytest.raises(BotterError, match="not a ccxt exchange id"):
         make_exchange("binanse")
+    with pytest.raises(BotterError, match=r"not a ccxt exchange id \(local-<name> ids are for CSV imports only\)"):
+        make_exchange("local-kaggle")
 
 
 def test_call_retries_network_errors_a_bounded_number_of_times():
@@ -168,10 +316,25 @@ def test_call_retries_network_errors_a_bounded_number_of_times():
         assert len(calls) == 1
 
 
+def test_candles_never_sign_a_request_even_with_keys_in_the_environment(server, tmp_path, eth, monkeypatch):
+    monkeypatch.setenv("BOTTER_BINANCE_API_KEY", "k-123")
+    monkeypatch.setenv("BOTTER_BINANCE_SECRET", "s-456")
+    pd.testing.assert_frame_equal(fetch(server, tmp_path).stored, eth)
+    assert {p.split("?")[0] for p in server.requests} == {"/api/v3/exchangeInfo", "/api/v3/time", "/api/v3/klines"}
+    assert not any("signature=" in p for p in server.requests)
+    # The server would see it: an exchange with the keys signs private calls while loading markets.
+    server.requests.clear()
+    with pytest.raises(ccxt.ExchangeError):
+        make_exchange("binance", server.ccxt_config(), keys=True).load_markets()
+    assert "signature=" in server.requests[0]
+
+
 def test_keys_come_from_the_environment_only(monkeypatch):
     monkeypatch.setenv("BOTTER_BINANCE_API_KEY", "k-123")
     monkeypatch.setenv("BOTTER_BINANCE_SECRET", "s-456")
-    exchange = make_exchange("binance")
+    public = make_exchange("binance")
+    assert not public.apiKey and not public.secret
+    exchange = make_exchange("binance", keys=True)
     assert (exchange.apiKey, exchange.secret) == ("k-123", "s-456")
     with pytest.raises(BotterError, match="BOTTER_BINANCE_SECRET"):
         make_exchange("binance", {"secret": "in-a-file"})
@@ -202,7 +365,7 @@ def test_a_write_killed_mid_way_leaves_the_old_file(server, tmp_path, eth, monke
     with pytest.raises(KeyboardInterrupt):
         fetch(server, tmp_path)
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [f".{path.name}.lock", path.name]
 
 
 def test_pages_are_written_whole_as_they_come(server, tmp_path, eth, monkeypatch):
@@ -210,20 +373,19 @@ def test_pages_are_written_whole_as_they_come(server, tmp_path, eth, monkeypatch
 
     sizes = []
 
-    def spy(path, candles, *, stored=None):
+    def spy(path, candles, **kwargs):
         sizes.append(len(candles))
-        return append_store(path, candles, stored=stored)
+        return append_store(path, candles, **kwargs)
 
     monkeypatch.setattr(fetch_module, "WRITE_EVERY_S", 0.0)
     monkeypatch.setattr(fetch_module, "append_store", spy)
-    stored, _, _ = fetch(server, tmp_path)
+    pd.testing.assert_frame_equal(fetch(server, tmp_path).stored, eth)
     assert sizes == [1000] * 5 + [760]
-    pd.testing.assert_frame_equal(stored, eth)
 
 
 def test_keys_are_blanked_out_of_error_messages(monkeypatch):
     monkeypatch.setenv("BOTTER_BINANCE_API_KEY", "k-123")
-    exchange = make_exchange("binance")
+    exchange = make_exchange("binance", keys=True)
 
     def leaky(*args, **kwargs):
         raise ccxt.ExchangeError("GET /x?apiKey=k-123 failed")
@@ -232,3 +394,15 @@ def test_keys_are_blanked_out_of_error_messages(monkeypatch):
     with pytest.raises(BotterError) as e:
         call(exchange.fetch_time, tries=1)
     assert "k-123" not in str(e.value) and "apiKey=***" in str(e.value)
+
+
+def test_retry_after_reads_seconds_or_an_http_date_in_any_case():
+    exchange = make_exchange("binance")
+    assert retry_after(exchange) is None  # no answer yet
+    exchange.last_response_headers = {"retry-after": "7"}
+    assert retry_after(exchange) == 7.0
+    later = pd.Timestamp.now("UTC") + pd.Timedelta(seconds=90)
+    exchange.last_response_headers = {"Retry-After": later.strftime("%a, %d %b %Y %H:%M:%S GMT")}
+    assert 0 < retry_after(exchange) <= 90  # the seconds left until that time
+    exchange.last_response_headers = {"Retry-After": "soon"}
+    assert retry_after(exchange) is None

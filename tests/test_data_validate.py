@@ -9,12 +9,14 @@ from hypothesis import strategies as st
 from botter.config import compose
 from botter.data import load_sample, validate
 from botter.data.candles import from_rows
-from botter.data.validate import apply_policy
+from botter.data.validate import apply_policy, combine
 from botter.errors import BotterError
 
 POLICY = dict(compose("fetch").validate)
+LENIENT = POLICY | {"changed_duplicates": "drop"}
 T0 = 1_700_000_100_000  # a 5m boundary, epoch ms
 M5 = 300_000
+GOOD = [1.0, 2.0, 0.5, 1.5, 10.0]
 
 
 def t(i):
@@ -22,16 +24,18 @@ def t(i):
 
 
 def bad_frame():
-    good = [1.0, 2.0, 0.5, 1.5, 10.0]
-    rows = [[T0 + i * M5, *good] for i in range(10)]
+    rows = [[T0 + i * M5, *GOOD] for i in range(12)]
     rows[1][1:] = [1.0, 2.0, 0.5, np.nan, 10.0]  # nan
     rows[2][1:] = [0.0, 2.0, 0.5, 1.5, 10.0]  # non_positive (and open outside [low, high])
     rows[3][1:] = [1.0, 0.4, 0.5, 0.45, 10.0]  # high_below_low (open outside too)
     rows[4][1:] = [1.0, 2.0, 0.5, 2.5, 10.0]  # outside_range
     rows[5][5] = 0.0  # zero_volume
     rows[6][0] += 1000  # off_grid
+    rows[8][2] = np.inf  # infinite
+    rows[9][5] = -5.0  # negative_volume
     del rows[7]  # a gap of one candle at t(7)
-    rows.append([T0 + 2 * M5, *good])  # a duplicate of t(2), also out of order
+    rows.append([T0, *GOOD])  # t(0) again, same values
+    rows.append([T0 + 2 * M5, *GOOD])  # t(2) again, other values
     return from_rows(rows)
 
 
@@ -39,11 +43,14 @@ def test_each_problem_is_found_at_its_time():
     report = validate(bad_frame(), "5m")
     times = {name: list(ts) for name, ts in report.problems.items()}
     assert times == {
-        "duplicates": [t(2)],
-        "out_of_order": [t(2)],
+        "duplicates": [t(0)],
+        "changed_duplicates": [t(2)],
+        "out_of_order": [],  # a repeat is a repeat, not also out of order
         "off_grid": [t(6) + pd.Timedelta(seconds=1)],
         "nan": [t(1)],
+        "infinite": [t(8)],
         "non_positive": [t(2)],
+        "negative_volume": [t(9)],
         "high_below_low": [t(3)],
         "outside_range": [t(2), t(3), t(4)],
         "zero_volume": [t(5)],
@@ -53,7 +60,7 @@ def test_each_problem_is_found_at_its_time():
     assert not report.ok
     text = report.summary()
     assert "gaps: 1 (2 candles missing)" in text
-    assert "high_below_low (high < low): 1 at 2023-11-14 22:30" in text
+    assert "high_below_low (high < low): 1 at 2023-11-14 22:30\n" in text  # no policy: nothing said done
 
 
 def test_the_samples_report_their_real_gaps():
@@ -65,18 +72,70 @@ def test_the_samples_report_their_real_gaps():
     assert not any(len(ts) for ts in xmr.problems.values())
 
 
-def test_default_policy_drops_broken_rows_and_keeps_flagged_ones():
-    kept, report = apply_policy(bad_frame(), "5m", POLICY)
-    # Dropped: nan t(1), non-positive t(2) (and its duplicate), high<low t(3), off-grid t(6).
-    # Kept and flagged: outside_range t(4), zero volume t(5).
-    assert list(kept.index) == [t(0), t(4), t(5), t(8), t(9)]
+def test_default_policy_drops_broken_rows_keeps_flagged_ones_and_says_why():
+    kept, report = apply_policy(bad_frame(), "5m", LENIENT)
+    # Kept and flagged: outside_range t(4), zero volume t(5); the first t(0) of two equal rows.
+    assert list(kept.index) == [t(0), t(4), t(5), t(10), t(11)]
     assert kept.index.is_monotonic_increasing and kept.index.is_unique
-    assert len(report.problems["outside_range"]) == 3
+    assert report.dropped == [
+        (t(1), ("nan",)),
+        (t(2), ("non_positive", "outside_range")),
+        (t(3), ("high_below_low", "outside_range")),
+        (t(6) + pd.Timedelta(seconds=1), ("off_grid",)),
+        (t(8), ("infinite",)),
+        (t(9), ("negative_volume",)),
+        (t(0), ("duplicates",)),
+        (t(2), ("changed_duplicates",)),
+    ]
+    text = report.summary()
+    assert "13 candles of 5m from 2023-11-14 22:15 to 2023-11-14 23:10" in text
+    assert "infinite (a value is infinite): 1 at 2023-11-14 22:55: dropped" in text
+    assert "negative_volume (volume < 0): 1 at 2023-11-14 23:00: dropped" in text
+    assert "zero_volume (volume == 0): 1 at 2023-11-14 22:40: kept" in text
+    assert "changed_duplicates (open time seen before, other values): 1 at 2023-11-14 22:25: dropped, the first" in text
+    assert "gaps: 1 (2 candles missing) at 2023-11-14 22:45 (2 missing): left as gaps" in text
+
+
+def test_default_policy_fails_on_a_candle_sent_twice_with_other_values():
+    with pytest.raises(BotterError, match=r"changed_duplicates.*22:25"):
+        apply_policy(bad_frame(), "5m", POLICY)
+
+
+def test_rows_are_checked_against_the_candles_kept_before_them():
+    before = from_rows([[T0 + i * M5, *GOOD] for i in range(3)])
+    rows = from_rows([
+        [T0 + 2 * M5, *GOOD],  # the last one again
+        [T0 + 1 * M5, 1.0, 2.0, 0.5, 1.5, 11.0],  # an earlier one with another volume
+        [T0 + 5 * M5, *GOOD],  # after a gap of two
+        [T0 + 4 * M5, *GOOD],  # late, but new
+    ])
+    kept, report = apply_policy(rows, "5m", LENIENT, before=before)
+    assert list(kept.index) == [t(4), t(5)]
+    assert list(report.problems["duplicates"]) == [t(2)]
+    assert list(report.problems["changed_duplicates"]) == [t(1)]
+    assert list(report.problems["out_of_order"]) == [t(4)]
+    assert report.gaps == [(t(3), 1)]  # t(3) only: t(4) came, late
+    assert report.rows == 4
+    # A live feed hands candles one at a time: each is checked against the one before.
+    _, one = apply_policy(from_rows([[T0 + 4 * M5, 1.0, 2.0, 0.5, np.nan, 10.0]]), "5m", POLICY, before=before)
+    assert one.dropped == [(t(4), ("nan",))] and one.gaps == [(t(3), 1)]
+
+
+def test_reports_of_pages_combine_into_one():
+    frame = bad_frame().iloc[:11]  # the gap at t(6), t(7) spans the two parts
+    whole = apply_policy(frame, "5m", LENIENT)[1]
+    first, report1 = apply_policy(frame.iloc[:6], "5m", LENIENT)
+    _, report2 = apply_policy(frame.iloc[6:], "5m", LENIENT, before=first)
+    both = combine([report1, report2], "5m")
+    assert (both.rows, both.first, both.last, both.gaps) == (whole.rows, whole.first, whole.last, whole.gaps)
+    assert {k: list(v) for k, v in both.problems.items()} == {k: list(v) for k, v in whole.problems.items()}
+    assert both.dropped == whole.dropped
+    assert combine([], "5m").summary() == "0 candles of 5m\n  no problems found"
 
 
 def test_fail_policy_raises_with_the_times():
     with pytest.raises(BotterError, match=r"zero_volume.*2023-11-14 22:40"):
-        apply_policy(bad_frame(), "5m", POLICY | {"zero_volume": "fail"})
+        apply_policy(bad_frame(), "5m", LENIENT | {"zero_volume": "fail"})
     with pytest.raises(BotterError, match="gaps"):
         apply_policy(load_sample("XMR/BTC"), "5m", POLICY | {"gaps": "fail"})
 
@@ -86,27 +145,34 @@ def test_a_policy_that_would_fill_or_keep_duplicates_is_refused():
         apply_policy(bad_frame(), "5m", POLICY | {"gaps": "drop"})
     with pytest.raises(BotterError, match="validate.duplicates='flag' is not allowed"):
         apply_policy(bad_frame(), "5m", POLICY | {"duplicates": "flag"})
+    with pytest.raises(BotterError, match="validate.changed_duplicates='flag' is not allowed"):
+        apply_policy(bad_frame(), "5m", POLICY | {"changed_duplicates": "flag"})
     with pytest.raises(BotterError, match="not a known problem"):
         apply_policy(bad_frame(), "5m", POLICY | {"fill": "flag"})
 
 
-price = st.one_of(st.floats(-1, 3, allow_nan=False), st.just(float("nan")))
-row = st.tuples(st.integers(0, 30), st.integers(0, 1), price, price, price, price, st.sampled_from([0.0, 5.0]))
+price = st.one_of(st.floats(-1, 3, allow_nan=False), st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+row = st.tuples(st.integers(0, 30), st.integers(0, 1), price, price, price, price, st.sampled_from([0.0, 5.0, -1.0]))
+VALUE_PROBLEMS = ("off_grid", "nan", "infinite", "non_positive", "negative_volume", "high_below_low", "outside_range")
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(row, max_size=25), st.sampled_from(["flag", "drop"]))
 def test_policy_output_is_a_candles_frame_of_input_rows_only(rows, action):
     frame = from_rows([[T0 + i * M5 + off * 1000, o, h, lo, c, v] for i, off, o, h, lo, c, v in rows])
-    policy = POLICY | {k: action for k in ("off_grid", "nan", "non_positive", "high_below_low", "outside_range")}
-    kept, _ = apply_policy(frame, "5m", policy)
+    policy = LENIENT | {k: action for k in VALUE_PROBLEMS}
+    kept, report = apply_policy(frame, "5m", policy)
     assert kept.index.is_monotonic_increasing and kept.index.is_unique
     assert list(kept.columns) == ["open", "high", "low", "close", "volume"]
     # Nothing invented: every kept row is the first input row at its time, values untouched.
     first = frame[~frame.index.duplicated(keep="first")]
     pd.testing.assert_frame_equal(kept, first.loc[kept.index])
+    # Every row is kept or listed as dropped, with a reason.
+    assert len(kept) + len(report.dropped) == len(frame)
+    assert all(reasons for _, reasons in report.dropped)
     if action == "drop":
-        assert validate(kept, "5m").problems["nan"].empty
-        assert validate(kept, "5m").problems["high_below_low"].empty
+        values = kept.to_numpy()
+        assert np.isfinite(values).all() and (values[:, :4] > 0).all() and (values[:, 4] >= 0).all()
+        assert (kept.high >= kept.low).all()
     else:
         assert len(kept) == len(first)

@@ -77,3 +77,35 @@ def test_bad_hours_say_how_to_write_them():
         hours.check("weekdays")
     with pytest.raises(BotterError, match="0 <= start < end <= 10080"):
         hours.check([[7200, 100]])
+
+
+@pytest.mark.slow
+def test_a_daily_stock_csv_imports_trains_with_the_default_window_and_backtests(tmp_path):
+    from botter.cli.backtest import backtest
+    from botter.cli.fetch import fetch
+    from botter.cli.train import train
+    from botter.config import compose
+    from botter.runs import open_run
+
+    index = _weekdays(days=760)  # two years of trading days: weekends and three holidays missing
+    rng = np.random.default_rng(1)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(index))))
+    open_ = np.r_[100.0, close[:-1]] * np.exp(rng.normal(0, 0.002, len(index)))
+    csv = tmp_path / "SPY_USD-1d.csv"
+    pd.DataFrame({"Date": index.strftime("%Y-%m-%d"), "Open": open_, "High": np.maximum(open_, close) * 1.005,
+                  "Low": np.minimum(open_, close) * 0.995, "Close": close, "Volume": rng.integers(1e6, 1e7, len(index))}
+                 ).to_csv(csv, index=False)
+    data = [f"paths.data_dir={tmp_path / 'data'}"]
+    fetch(compose("fetch", ["source=csv", f"path={csv}", "exchange.id=local-stocks", *data]))
+    run = tmp_path / "run"
+    result = train(compose("train", ["data=store", "data.exchange=local-stocks", "data.symbols=[SPY/USD]",
+                                     "data.timeframe=1d", "trainer.progress=false", "trainer.device=cpu", *data]),
+                   out_dir=run)
+    opened = open_run(run)
+    assert opened.meta["hours"] == [[0, 7200]]  # learnt: Monday to Friday
+    assert result["test_windows"]["labelled"] > 50  # the default window of 20 trading days, across weekends
+    p = opened.predictions()  # thresholds the model reaches now and then, so that it trades
+    limits = [f"backtest.threshold_up={p['p_up'].quantile(0.7)}", f"backtest.threshold_down={p['p_down'].quantile(0.7)}"]
+    stats = backtest(compose("backtest", [f"run_dir={run}", "name=daily", *limits, *data]))["SPY/USD"].stats
+    assert stats["# Trades"] > 0
+    assert stats["Duration"] > pd.Timedelta(days=100)

@@ -16,6 +16,7 @@ from botter.errors import BotterError
 from botter.paper.broker import Broker
 from botter.paper.ledger import Fill, Ledger, Step
 from botter.paper.report import summary
+from botter.signals import Held
 
 COSTS = {"fee": 0.001, "slippage_bps": 5.0, "size": 0.5}
 
@@ -55,9 +56,9 @@ def paper_trade(candles: pd.DataFrame, target, *, cash: float = 1000.0, broker: 
         if states is not None:
             states.append((broker.cash, broker.position, broker.side))
         if ledger is not None:
-            ledger.record(Step(candle=(int(times[i]), *row), fill=f, position=broker.position, side=broker.side,
-                               cash=broker.cash, equity=equity[-1], probs={"p_down": np.nan, "p_up": np.nan},
-                               target=int(target[i])))
+            ledger.record([Step(symbol="ETH/BTC", candle=(int(times[i]), *row), fill=f, position=broker.position,
+                                side=broker.side, cash=broker.cash, equity=equity[-1],
+                                probs={"p_down": np.nan, "p_up": np.nan}, target=int(target[i]))])
     frame = pd.DataFrame([f.__dict__ for f in fills], columns=list(Fill.__dataclass_fields__))
     frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True)
     return frame, np.array(equity)
@@ -124,22 +125,23 @@ def test_broker_equals_backtest_for_all_inputs(moves, target, fee, slippage_bps,
     np.testing.assert_allclose(equity[:-1], result.equity.to_numpy()[:-1], rtol=1e-9)
 
 
-def step(t, *, fill=None, target=0, side=0):
-    return Step(candle=(t, 1.0, 1.1, 0.9, 1.05, 10.0), fill=fill, position=0.0, side=side, cash=100.0,
-                equity=100.0, probs={"p_down": 0.4, "p_up": 0.6}, target=target)
+def step(t, *, fill=None, target=0, side=0, symbol="ETH/BTC"):
+    return [Step(symbol=symbol, candle=(t, 1.0, 1.1, 0.9, 1.05, 10.0), fill=fill, position=0.0, side=side,
+                 cash=100.0, equity=100.0, probs={"p_down": 0.4, "p_up": 0.6}, target=target,
+                 signal=Held(target, 1))]
 
 
 def test_ledger_records_each_candle_once(tmp_path):
     path = tmp_path / "ledger.sqlite"
-    with Ledger(path, {"symbol": "ETH/BTC"}) as ledger:
-        assert ledger.state() is None
+    with Ledger(path, {"symbols": ["ETH/BTC"]}) as ledger:
+        assert ledger.states() == {} and ledger.last_time() is None
         ledger.record(step(300_000, target=1))
         ledger.record(step(600_000, fill=Fill(600_000, 300_000, "buy", 2.0, 1.0, 0.002), side=1, target=1))
         with pytest.raises(BotterError, match="already in"):
             # Same candle again, with a fill that would be new: the whole transaction is refused.
             ledger.record(step(600_000, fill=Fill(600_000, 300_000, "buy", 2.0, 1.0, 0.002), side=1))
-        state = ledger.state()
-        assert (state.time, state.side, state.target) == (600_000, 1, 1)
+        state = ledger.states()["ETH/BTC"]
+        assert (state.time, state.side, state.target, state.signal) == (600_000, 1, 1, Held(1, 1))
         assert len(ledger.table("orders")) == 1 and len(ledger.table("fills")) == 1
         assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Another process sees the committed rows (WAL), and the tables as written.
@@ -150,14 +152,14 @@ def test_ledger_records_each_candle_once(tmp_path):
 
 
 def test_ledger_refuses_other_settings_once_it_has_traded(tmp_path):
-    Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.003}).close()
-    with Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}) as ledger:  # empty: free to change
-        assert ledger.meta() == {"symbol": "ETH/BTC", "fee": 0.001}
+    Ledger(tmp_path / "l.sqlite", {"symbols": ["ETH/BTC"], "fee": 0.003}).close()
+    with Ledger(tmp_path / "l.sqlite", {"symbols": ["ETH/BTC"], "fee": 0.001}) as ledger:  # empty: free to change
+        assert ledger.meta() == {"symbols": ["ETH/BTC"], "fee": 0.001}
         ledger.record(step(300_000))
-    with Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.001}) as ledger:
-        assert ledger.state().time == 300_000
+    with Ledger(tmp_path / "l.sqlite", {"symbols": ["ETH/BTC"], "fee": 0.001}) as ledger:
+        assert ledger.last_time() == 300_000
     with pytest.raises(BotterError, match="fee: ledger has 0.001, now 0.002.*name="):
-        Ledger(tmp_path / "l.sqlite", {"symbol": "ETH/BTC", "fee": 0.002})
+        Ledger(tmp_path / "l.sqlite", {"symbols": ["ETH/BTC"], "fee": 0.002})
 
 
 def test_broker_refuses_bad_costs_like_the_backtest():
@@ -210,12 +212,13 @@ def test_paper_summary_figures_are_the_backtests(tmp_path):
     candles = load_sample("ETH/BTC").iloc[:500]
     target = np.repeat(np.random.default_rng(4).integers(-1, 2, 50), 10)
     target[-12:] = 0  # flat before the end: the backtest's close-out at the last close adds nothing
-    meta = {"symbol": "ETH/BTC", "timeframe": "5m", "feed": "replay", "cash": 1000.0}
+    meta = {"symbols": ["ETH/BTC"], "timeframe": "5m", "feed": "replay", "cash": 1000.0}
     with Ledger(tmp_path / "ledger.sqlite", meta) as ledger:
         paper_trade(candles, target, ledger=ledger, **DEFAULTS)
         paper = summary(ledger)
     result = backtest(candles, target, cash=1000.0, **DEFAULTS)
     assert result.stats["Max. Drawdown [%]"] < -1
-    for key in ("Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]"):
-        assert paper[key] == pytest.approx(result.stats[key], rel=1e-9), key
-    assert paper["Fees"] == pytest.approx(result.stats["Fees Paid"], rel=1e-9)
+    for column in ("ETH/BTC", "portfolio"):  # one symbol: the account is that symbol's
+        for key in ("Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]"):
+            assert paper.loc[key, column] == pytest.approx(result.stats[key], rel=1e-9), key
+        assert paper.loc["Fees", column] == pytest.approx(result.stats["Fees Paid"], rel=1e-9)

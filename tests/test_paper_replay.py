@@ -1,10 +1,13 @@
 """Paper replay of a trained run: parity with botter-backtest, kills at random moments, status."""
 
+import json
+import logging
 import multiprocessing
 import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -33,6 +36,7 @@ from botter.data.store import append_store
 from botter.errors import BotterError
 from botter.paper import session
 from botter.paper.feeds import Replay
+from botter.paper.ledger import Ledger
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def test_replay_trades_like_the_backtest(tiny_run, whole):
     assert len(result.trades) > 5
     assert_same_fills(t["fills"], expected_fills(result, period))
     np.testing.assert_allclose(t["bars"]["equity"].iloc[:-1], result.equity.iloc[:-1], rtol=1e-9)
-    assert whole[0]["Candles"] == len(period)
+    assert whole[0].loc["Candles", "portfolio"] == whole[0].loc["Candles", SYMBOL] == len(period)
 
 
 def test_second_run_adds_nothing(tiny_run, whole):
@@ -65,12 +69,12 @@ def test_second_run_adds_nothing(tiny_run, whole):
     after = tables(whole[1])
     for name in before:
         pd.testing.assert_frame_equal(before[name], after[name])
-    assert result["Equity"] == whole[0]["Equity"]
+    assert result.loc["Equity", "portfolio"] == whole[0].loc["Equity", "portfolio"]
 
 
 def test_other_settings_need_another_name(tiny_run, whole):
     with pytest.raises(BotterError, match="fee: ledger has 0.001, now 0.002"):
-        session.trade(tiny_run, name="whole", feed=REPLAY, backtest={**settings(tiny_run), "fee": 0.002},
+        session.trade(tiny_run, name="whole", feed=REPLAY, backtest=settings(tiny_run, fee=0.002),
                       progress=False)
 
 
@@ -96,7 +100,7 @@ def gapped(tiny_run, whole, tmp_path_factory):
            "gap": gap, "lookback": inference.load(runs.open_run(tiny_run)).lookback,
            "path": tmp_path_factory.mktemp("gap") / "ledger.sqlite", "images": []}
     assert (decisions["time"] > gap).sum() > 2 * out["lookback"]  # charts again well before the end
-    trade_into(tiny_run, out["path"], Replay(out["candles"], start=out["first"], end=out["last"], progress=False),
+    trade_into(tiny_run, out["path"], Replay({SYMBOL: out["candles"]}, start=out["first"], end=out["last"], progress=False),
                out["images"])
     return out
 
@@ -134,7 +138,7 @@ def test_resume_after_a_gap_gives_the_same_ledger(tiny_run, gapped, tmp_path):
     blind = candles.index[candles.index > gapped["gap"]][: lb - 1]
     path = tmp_path / "stopped.sqlite"
     for stop in (blind[0], blind[-1], gapped["last"]):  # right after the gap, on the last blind candle, the end
-        trade_into(tiny_run, path, Replay(candles, start=first, end=stop, progress=False))
+        trade_into(tiny_run, path, Replay({SYMBOL: candles}, start=first, end=stop, progress=False))
     assert_same_ledger(path, tables(gapped["path"]))
 
 
@@ -173,6 +177,156 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tiny_run, whole):
     assert_same_ledger(path, tables(whole[1]))
 
 
+def trade_and_kill(run, name, statement: str, count: int) -> None:
+    """In a forked child: replay, and SIGKILL this process as the ledger starts the `count`-th
+    statement beginning with `statement` among those of the candles it writes (from its first
+    INSERT INTO bars on; sqlite3 calls the trace as a statement starts, before it has any effect)."""
+    connect, seen, started = sqlite3.connect, 0, False
+
+    def trace(sql):
+        nonlocal seen, started
+        started = started or sql.startswith("INSERT INTO bars")
+        seen += started and sql.startswith(statement)
+        if seen == count:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def traced(*args, **kwargs):
+        db = connect(*args, **kwargs)
+        db.set_trace_callback(trace)
+        return db
+
+    sqlite3.connect = traced  # in this child only
+    session.trade(run, name=name, feed=REPLAY, backtest=settings(run), progress=False)
+
+
+def test_sigkill_while_long_short_and_flat_at_the_shipped_settings(tiny_run, whole):
+    """Killed as it writes a candle while the account is long, short, flat, and with an order waiting
+    for the next open: the ledger holds exactly the candles before, and the restarts end in the
+    uninterrupted ledger. The kills land at the first, a middle and the last statement of a candle."""
+    want = tables(whole[1])
+    sides, targets = want["bars"]["side"].to_numpy(), want["decisions"]["target"].to_numpy()
+    kills, after = [], 5
+    for held, where in ((1, "INSERT INTO bars"), (-1, "INSERT INTO decisions"), (0, "COMMIT")):
+        i = after + int(np.flatnonzero(sides[after:] == held)[0]) + 1  # candle i is written while `held` is held
+        kills.append((i, where))
+        after = i + 5
+    i = after + int(np.flatnonzero(targets[after:] != sides[after:])[0]) + 1  # an order waits for i's open
+    kills.append((i, "INSERT INTO fills"))
+    assert i < len(sides) - 5
+    path = session.paper_dir(tiny_run, "killed_at") / "ledger.sqlite"
+    times = want["bars"]["time"]
+    for i, where in kills:
+        # the statements of that kind from the restart to candle i: one per candle, a fill only where one is
+        table = want["fills"] if where == "INSERT INTO fills" else want["bars"]
+        count = int(table["time"].between(times[bars(path)[0]], times[i]).sum())
+        child = multiprocessing.get_context("fork").Process(
+            target=trade_and_kill, args=(tiny_run, "killed_at", where, count))
+        child.start()
+        child.join()
+        assert child.exitcode == -signal.SIGKILL, f"the replay failed (exit code {child.exitcode})"
+        got = tables(path)
+        assert len(got["bars"]) == i and got["bars"]["side"].iloc[-1] == sides[i - 1]
+        for name, table in got.items():
+            pd.testing.assert_frame_equal(table, want[name][want[name]["time"] < times[i]]
+                                          .reset_index(drop=True), check_exact=True)
+    session.trade(tiny_run, name="killed_at", feed=REPLAY, backtest=settings(tiny_run), progress=False)
+    assert_same_ledger(path, want)
+
+
+# The ledger's schema as botter wrote it before schema versions (version 1), verbatim.
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bars (
+    time INTEGER PRIMARY KEY,       -- candle open time, UTC epoch ms
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL, volume REAL NOT NULL,
+    position REAL NOT NULL,         -- base units held at the close (negative = short)
+    side INTEGER NOT NULL,          -- -1, 0, 1: the target that position was filled for
+    cash REAL NOT NULL,             -- quote units
+    equity REAL NOT NULL            -- cash + position * close, quote units
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    time INTEGER PRIMARY KEY REFERENCES bars(time),
+    p_down REAL, p_up REAL, p_flat REAL,  -- NULL: no chart (a gap in its lookback), the model was not asked
+    target INTEGER NOT NULL         -- -1, 0, 1: wanted from the next candle's open on
+);
+CREATE TABLE IF NOT EXISTS orders (
+    time INTEGER PRIMARY KEY REFERENCES bars(time),
+    side TEXT NOT NULL,             -- buy or sell
+    target INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fills (
+    time INTEGER PRIMARY KEY REFERENCES bars(time),
+    order_time INTEGER NOT NULL UNIQUE REFERENCES orders(time),
+    side TEXT NOT NULL,
+    quantity REAL NOT NULL,         -- base units, > 0
+    price REAL NOT NULL,            -- quote per base unit, slippage included
+    fee REAL NOT NULL               -- quote units
+);
+"""
+V1_COLUMNS = {"bars": ["time", "open", "high", "low", "close", "volume", "position", "side", "cash", "equity"],
+              "decisions": ["time", "p_down", "p_up", "p_flat", "target"], "orders": ["time", "side", "target"],
+              "fills": ["time", "order_time", "side", "quantity", "price", "fee"]}
+
+
+def test_a_version_1_ledger_is_migrated_and_resumes(tiny_run, whole, capsys, caplog):
+    """A ledger written by the botter before schema versions, stopped mid-way (long, with min_hold
+    still locking the position): status reads it, and the run resumes it to the uninterrupted ledger."""
+    want = tables(whole[1])
+    sides = want["bars"]["side"].to_numpy()
+    k = int(np.flatnonzero((sides[1:] == 1) & (sides[:-1] != 1))[3]) + 2  # two candles into a long
+    cut = want["bars"]["time"][k]
+    bt = settings(tiny_run)
+    with Ledger(whole[1], readonly=True) as ledger:
+        model = ledger.meta()["model_sha256"]
+    meta = {"symbol": SYMBOL, "timeframe": "5m", "feed": "replay", "model_sha256": model, "sample": "out-of-sample",
+            **{key: bt[key] for key in (*session.COST_KEYS, *session.SIGNAL_KEYS)}}
+    path = session.paper_dir(tiny_run, "v1") / "ledger.sqlite"
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [(key, json.dumps(v)) for key, v in meta.items()])
+    for name, columns in V1_COLUMNS.items():
+        rows = want[name][want[name]["time"] < cut][columns].copy()
+        for col in ("time", "order_time"):
+            if col in rows:
+                rows[col] = (rows[col] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+        db.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * len(columns))})", rows.astype(object).values.tolist())
+    db.commit()
+    db.close()
+
+    _paper(compose("paper", [f"run_dir={tiny_run}", "name=v1", "mode=status"]))
+    assert re.search(rf"\nCandles +{k} +{k}\n", capsys.readouterr().out)
+    with caplog.at_level(logging.WARNING, logger="botter.paper.ledger"):
+        session.trade(tiny_run, name="v1", feed=REPLAY, backtest=bt, progress=False)
+    assert_same_ledger(path, want)
+    assert "did not record source, exchange, sandbox" in caplog.text  # recorded from the run that resumed it
+    with Ledger(path, readonly=True) as ledger:
+        assert ledger.meta()["symbols"] == [SYMBOL] and ledger.meta()["exchange"] == "binance"
+        assert ledger.db.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("changes", [
+    {"size": 0.3, "fee": 0.0, "slippage_bps": 0.0, "long_only": True, "min_hold": 12},
+    {"size": 1.0, "fee": 0.01, "slippage_bps": 20.0, "min_hold": 1},
+])
+def test_stopped_anywhere_at_other_settings_it_resumes_to_the_same_ledger(tiny_run, whole, tmp_path, changes):
+    """Stopped one candle into a position (min_hold still locking it), with an order waiting, and
+    anywhere else, under other valid settings: each restart goes on as if it had never stopped."""
+    candles = {SYMBOL: load_sample(SYMBOL)}
+    first, last = tables(whole[1])["bars"]["time"].iloc[[0, -1]]
+    trade_into(tiny_run, tmp_path / "whole.sqlite", Replay(candles, start=first, end=last, progress=False), **changes)
+    want = tables(tmp_path / "whole.sqlite")
+    times, sides = want["bars"]["time"], want["bars"]["side"].to_numpy()
+    entered = np.flatnonzero((sides[1:] != 0) & (sides[1:] != sides[:-1])) + 1
+    waiting = np.flatnonzero(want["decisions"]["target"].to_numpy() != sides)
+    assert len(entered) > 3 and len(waiting) > 3
+    stops = sorted({times[entered[1]], times[entered[-2]], times[waiting[2]], times[len(times) // 2], last})
+    for stop in stops:
+        trade_into(tiny_run, tmp_path / "stopped.sqlite", Replay(candles, start=first, end=stop, progress=False),
+                   **changes)
+    assert_same_ledger(tmp_path / "stopped.sqlite", want)
+
+
 def test_sigint_finishes_the_candle_and_stops(tiny_run, whole):
     path = session.paper_dir(tiny_run, "interrupted") / "ledger.sqlite"
     total = len(tables(whole[1])["bars"])
@@ -200,7 +354,7 @@ def test_sigterm_stops_cleanly_and_status_reports(tiny_run, whole):
     assert "SIGTERM: stopping after this candle" in out + err
     stopped_at = bars(path)[0]
     assert 20 <= stopped_at < len(tables(whole[1])["bars"])
-    assert re.search(rf"\nCandles +{stopped_at}\n", out)  # the summary of where it stopped
+    assert re.search(rf"\nCandles +{stopped_at} +{stopped_at}\n", out)  # the summary of where it stopped
     assert "SIGTERM" in (path.parent / "paper.log").read_text()  # the paper run's log, beside its ledger
 
 
@@ -210,7 +364,7 @@ def test_status_prints_and_plots(tiny_run, whole, capsys):
     out = capsys.readouterr().out
     for key in ("Equity", "Position", "PnL", "# Round trips", "Last candle"):
         assert key in out
-    assert f"{whole[0]['Last candle']}" in out
+    assert f"{whole[0].loc['Last candle', 'portfolio']}" in out
     assert (whole[1].parent / "equity.png").stat().st_size > 10_000
     with pytest.raises(BotterError, match="no paper run 'nothing'"):
         _paper(compose("paper", [f"run_dir={tiny_run}", "name=nothing", "mode=status"]))

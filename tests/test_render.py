@@ -10,7 +10,7 @@ from PIL import Image
 from botter.config import compose
 from botter.data import load_sample
 from botter.errors import BotterError
-from botter.render import ohlc_images, render
+from botter.render import check_size, ohlc_images, render
 
 
 def frame(rows):
@@ -171,6 +171,31 @@ def test_bad_arguments_say_what_to_set(kwargs, message):
     args = {"name": "ohlc", "height": 64, "width": 60, "channels": 1} | kwargs
     with pytest.raises(BotterError, match=message):
         render(load_sample("ETH/BTC"), 20, **args)
+
+
+def test_the_smallest_images_draw_a_whole_bar():
+    df = frame([(10.6, 11, 10, 10.3, 5)])  # high, open, close and low on rows 0, 1, 2 and 3 of 4
+    bar = {(r, 1) for r in range(4)} | {(1, 0), (2, 2)}
+    assert lit(ohlc(df, 1, 4)[0]) == bar
+    assert lit(ohlc(df, 1, 6, volume=True)[0]) == bar | {(5, 1)}  # the gap row 4, the volume row 5
+    assert ohlc(df, 1, 320, volume=True).shape[2] == 320 and ohlc(df, 1, 255).shape[2] == 255  # 255 price rows
+    for height, volume, why in [(3, False, "a bar needs 4 price rows"), (5, True, "a volume panel"),
+                                (256, False, "255 price rows at most"), (321, True, "255 price rows at most")]:
+        with pytest.raises(BotterError, match=rf"render.height={height} leaves .*{why}.*set render.height to"):
+            ohlc(df, 1, height, volume=volume)
+    eth = load_sample("ETH/BTC").iloc[:40]
+    with pytest.raises(BotterError, match=r"render.height=5 .* set render.height to 6 or more"):
+        render(eth, 20, name="mplfinance", height=5, width=64, channels=3, ends=[30])
+    with pytest.raises(BotterError, match="render.width=19 leaves less than 1 px for each of 20 candles"):
+        render(eth, 20, name="mplfinance", height=64, width=19, channels=3, ends=[30])
+
+
+def test_check_size_refuses_what_render_refuses():
+    check_size("ohlc", height=64, width=60, window=20)
+    with pytest.raises(BotterError, match="render.height=4 leaves 3 price rows and 0 volume rows"):
+        check_size("ohlc", height=4, width=60, window=20)
+    with pytest.raises(BotterError, match="data.window=-1: a chart holds at least 1 candle"):
+        check_size("ohlc", height=64, width=-3, window=-1)
 
 
 @pytest.mark.parametrize("height, width", [(240, 320), (64, 60), (101, 77)])

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from botter.errors import BotterError
-from botter.signals import positions
+from botter.signals import Held, positions
 
 RULE = {"threshold_up": 0.6, "threshold_down": 0.6}
 
@@ -38,6 +38,37 @@ def test_causal_prefix_equals_full_history(rows, min_hold, long_only, up, down):
     full = positions(p_up, p_down, **kw)
     for t in range(len(rows)):
         assert positions(p_up[:t + 1], p_down[:t + 1], **kw)[-1] == full[t]
+
+
+@settings(max_examples=300, deadline=None)
+@given(probs, st.integers(1, 6), st.booleans(), st.floats(0.05, 1), st.floats(0.05, 1), st.data())
+def test_chunks_with_the_state_carried_equal_one_call_on_the_whole(rows, min_hold, long_only, up, down, data):
+    """The paper loop calls positions on each new candle with the Held of the candles before: any split
+    into chunks gives the whole call's positions, and the same state at the end."""
+    p_up, p_down = np.array(rows).T
+    kw = {"threshold_up": up, "threshold_down": down, "long_only": long_only, "min_hold": min_hold}
+    whole = positions(p_up, p_down, **kw)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(rows) - 1), max_size=len(rows) - 1)) if len(rows) > 1 else [])
+    held, parts = Held(), []
+    for a, b in zip([0, *cuts], [*cuts, len(rows)]):
+        part = positions(p_up[a:b], p_down[a:b], **kw, held=held)
+        held = held.after(part)
+        parts.append(part)
+    assert np.concatenate(parts).tolist() == whole.tolist()
+    assert held == Held().after(whole)
+    # the state by hand: the last position and the length of its last run
+    run = len(whole) - np.flatnonzero(np.append(-9, whole) != whole[-1])[-1]
+    assert held == Held(int(whole[-1]), int(run))
+
+
+def test_a_carried_state_keeps_a_position_for_the_rest_of_its_min_hold():
+    flat = [0.5] * 4
+    # long for 2 of 4 candles: held 2 more, then the flat signal is followed
+    assert positions(flat, flat, **RULE, min_hold=4, held=Held(1, 2)).tolist() == [1, 1, 0, 0]
+    assert positions(flat, flat, **RULE, min_hold=4, held=Held(-1, 9)).tolist() == [0, 0, 0, 0]
+    assert Held(1, 2).after([1, 1, 0, 0]) == Held(0, 2) and Held(1, 2).after([1]) == Held(1, 3)
+    with pytest.raises(BotterError, match="no state of the signal rule"):
+        positions(flat, flat, **RULE, held=Held(1, 0))
 
 
 @settings(max_examples=200, deadline=None)

@@ -226,3 +226,21 @@ def test_corrupt_or_crafted_checkpoints_are_one_line_and_never_run(tmp_path):
     garbage.write_text("not a checkpoint")
     with pytest.raises(BotterError, match="truncated or not a torch file"):
         runs.load_checkpoint(garbage)
+
+
+def test_charts_drawn_in_the_step_train_exactly_like_charts_rendered_up_front(tmp_path):
+    cfg = OmegaConf.to_container(compose("train", [*PLANTED, "data.params.episodes=300"]), resolve=True)
+    d, r = cfg["data"], cfg["render"]
+    w = dataset.build(load(d["source"], d["symbols"], d["timeframe"], **d["params"]), window=10, horizon=5,
+                      classes=2, timeframe="5m", render=r, progress=False).labelled()
+    rendered = dataset.Windows(**{**w.__dict__, "cached": w.images().numpy()})  # the old way: every chart first
+    a = dataset.split(w.times, w.exits(5))
+    kw = {"model_kwargs": {**cfg["model"], "input_hw": [r["height"], r["width"]]}, "max_epochs": 2,
+          "batch_size": 32, "device": "cpu", "progress": False}
+    results = []
+    for i, windows in enumerate((w, rendered)):
+        fitted = train_mod.fit(windows.take(a == 0), windows.take(a == 1), out_dir=tmp_path / str(i), **kw)
+        results.append((fitted.history.drop(columns=["seconds", "train_seconds"]),
+                        inference.probabilities([fitted.model], windows.take(a == 2))))
+    pd.testing.assert_frame_equal(results[0][0], results[1][0], check_exact=True)
+    assert np.array_equal(results[0][1], results[1][1])

@@ -29,7 +29,7 @@ from botter.paper import session
 # trained on 180 and early-stopped on 60.
 PLANTED = ["data=planted", "data.params.episodes=600", "data.window=10", "render.height=32", "trainer.batch_size=64",
            "trainer.progress=false", "trainer.device=cpu", "dataset.cache=false",
-           "walkforward.train=0.3", "walkforward.val=0.1", "walkforward.step=0.2"]
+           "walkforward.train=30%", "walkforward.val=10%", "walkforward.step=20%"]
 TINY = {"in_channels": 1, "layers": [{"type": "Conv2d", "out_channels": 4, "kernel_size": 5, "stride": 2},
                                      {"type": "ReLU"}, {"type": "MaxPool2d", "kernel_size": 4}],
         "head": {"hidden": [], "dropout": 0.0, "num_classes": 2}, "input_hw": [32, 30]}
@@ -44,10 +44,11 @@ def planted_windows(episodes=600):
 
 def test_spans_read_candles_shares_and_durations():
     assert wf.parse_span(12, "train") == 12 and wf.parse_span("12", "train") == 12
-    assert wf.parse_span(0.25, "val") == 0.25
+    assert wf.parse_span(0.25, "val") == 0.25 and wf.parse_span("25%", "val") == 0.25
+    assert wf.parse_span("2.5%", "val") == 0.025
     assert wf.parse_span("7d", "step") == pd.Timedelta(days=7) and wf.parse_span("12h", "step") == pd.Timedelta(hours=12)
     assert wf.parse_span("30m", "val") == pd.Timedelta(minutes=30) and wf.parse_span("2w", "train") == pd.Timedelta(weeks=2)
-    for bad in (0, -3, 1.5, 0.0, "7x", "d", True, None, "0d"):
+    for bad in (0, -3, 1.5, 0.0, "7x", "d", True, None, "0d", "100%", "0%", "%"):
         with pytest.raises(BotterError, match=r"walkforward.train=.* is not a span"):
             wf.parse_span(bad, "train")
 
@@ -254,7 +255,8 @@ def test_walkforward_on_the_store_with_duration_spans_and_a_tiny_model(tmp_path)
     append_store(store_path(tmp_path / "data", "binance", "ETH/BTC", "5m"), load_sample("ETH/BTC"))
     layers = "[{type:Conv2d,out_channels:4,kernel_size:5,stride:2},{type:ReLU},{type:MaxPool2d,kernel_size:4}]"
     result = walkforward(compose("walkforward", [
-        "data=store", "data.symbols=[ETH/BTC]", "data.timeframe=5m", "data.end=2018-01-16", f"paths.data_dir={tmp_path / 'data'}",
+        "data=store", "data.symbols=[ETH/BTC]", "data.timeframe=5m", "data.end=2018-01-16",
+        f"paths.data_dir={tmp_path / 'data'}",
         f"model.layers={layers}", "trainer.max_epochs=1", "trainer.progress=false", "trainer.device=cpu",
         "walkforward.train=2d", "walkforward.val=12h", "walkforward.step=1d", "walkforward.ensemble=1",
         "walkforward=anchored", "dataset.cache=false", "bootstrap.samples=200"]), out_dir=tmp_path / "run")

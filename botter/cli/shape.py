@@ -14,8 +14,11 @@ def shape(cfg: DictConfig) -> None:
 
     from botter import shapes
     from botter.model import layer_specs
+    from botter.render import check_size
 
     m = OmegaConf.to_container(cfg.model, resolve=True)
-    input_shape = (m["in_channels"], cfg.render.height, cfg.render.width)
+    r = cfg.render
+    check_size(r.name, height=r.height, width=r.width, window=cfg.data.window, volume=r.get("volume", True))
+    input_shape = (m["in_channels"], r.height, r.width)
     rows = shapes.trace(layer_specs(m["layers"], m["head"]), input_shape)
     print(shapes.format_table(rows))

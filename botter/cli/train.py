@@ -39,38 +39,43 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
               "labelled windows per class and split:")
         print(dataset.class_balance(windows, assignment, d["classes"]).to_string())
         runs.start(out_dir, c, kind="train")
-    model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
-    fitted = fit(train_w.labelled(), val_w.labelled(), model_kwargs=model_kwargs, out_dir=out_dir,
-                 fingerprint=expected, **t)
-    if fitted is None:  # not rank 0
-        return {}
-    runs.save_model(out_dir, state_dicts=[fitted.model.state_dict()], model_kwargs=model_kwargs,
-                    info=model_info(c, hours))
-    device = next(fitted.model.parameters()).device
-    probs = probabilities([fitted.model], test_w, device=device, progress=t["progress"])
-    predictions = predictions_frame(test_w, probs, d["classes"])
-    known = test_w.labels >= 0
-    labels = test_w.labels[known].astype(int)
-    base = evaluate.baseline_predictions(train_w.labelled(), test_w.labelled(), classes=d["classes"],
-                                         flat_threshold=ds["flat_threshold"])
-    result = {
-        "test": evaluate.metrics(labels, probs[known]),
-        "baselines": evaluate.score_baselines(labels, base),
-        "best_epoch": fitted.best_epoch,
-        "epochs": len(fitted.history),
-        "test_windows": {"decided": len(test_w), "labelled": int(known.sum())},
-    }
-    print(f"test split ({known.sum()} labelled of {len(test_w)} decided windows), model beside the baselines:\n"
-          f"{evaluate.format_table(result)}")
-    bt = report_backtest(predictions, candles, signal_settings(c["backtest"], d["horizon"]), out_dir / "backtest")
-    result["backtest"] = evaluate.backtest_figures(bt["portfolio"].stats)
-    result["intervals"] = evaluate.bootstrap(test_w.times[known], labels, probs[known], base, horizon=d["horizon"],
-                                             equity=bt["portfolio"].equity, buy_hold=bt["portfolio"].buy_hold,
-                                             **c["bootstrap"])
-    print(evaluate.format_intervals(result["intervals"]))
-    runs.finish(out_dir, predictions=predictions, metrics=result, symbols=list(candles), timeframe=d["timeframe"],
-                hours=hours, periods=dataset.periods(windows, assignment),
-                predictions_precision={"device": device.type, "dtype": PRECISION},
-                training={"precision": fitted.precision, "batch_size": fitted.batch_size})
+    try:
+        model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
+        fitted = fit(train_w.labelled(), val_w.labelled(), model_kwargs=model_kwargs, out_dir=out_dir,
+                     fingerprint=expected, **t)
+        if fitted is None:  # not rank 0
+            return {}
+        runs.save_model(out_dir, state_dicts=[fitted.model.state_dict()], model_kwargs=model_kwargs,
+                        info=model_info(c, hours))
+        device = next(fitted.model.parameters()).device
+        probs = probabilities([fitted.model], test_w, device=device, progress=t["progress"])
+        predictions = predictions_frame(test_w, probs, d["classes"])
+        known = test_w.labels >= 0
+        labels = test_w.labels[known].astype(int)
+        base = evaluate.baseline_predictions(train_w.labelled(), test_w.labelled(), classes=d["classes"],
+                                             flat_threshold=ds["flat_threshold"])
+        result = {
+            "test": evaluate.metrics(labels, probs[known]),
+            "baselines": evaluate.score_baselines(labels, base),
+            "best_epoch": fitted.best_epoch,
+            "epochs": len(fitted.history),
+            "test_windows": {"decided": len(test_w), "labelled": int(known.sum())},
+        }
+        print(f"test split ({known.sum()} labelled of {len(test_w)} decided windows), model beside the baselines:\n"
+              f"{evaluate.format_table(result)}")
+        bt = report_backtest(predictions, candles, signal_settings(c["backtest"], d["horizon"]), out_dir / "backtest")
+        result["backtest"] = evaluate.backtest_figures(bt["portfolio"].stats)
+        result["intervals"] = evaluate.bootstrap(test_w.times[known], labels, probs[known], base,
+                                                 horizon=d["horizon"], equity=bt["portfolio"].equity,
+                                                 buy_hold=bt["portfolio"].buy_hold, **c["bootstrap"])
+        print(evaluate.format_intervals(result["intervals"]))
+        runs.finish(out_dir, predictions=predictions, metrics=result, symbols=list(candles), timeframe=d["timeframe"],
+                    hours=hours, periods=dataset.periods(windows, assignment),
+                    predictions_precision={"device": device.type, "dtype": PRECISION},
+                    training={"precision": fitted.precision, "batch_size": fitted.batch_size, "compiled": fitted.compiled})
+    except BaseException as e:  # a failed or killed run must not look like a finished one
+        if rank == 0:
+            runs.fail(out_dir, e)
+        raise
     print(f"run folder: {out_dir}")
     return result

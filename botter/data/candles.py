@@ -24,9 +24,12 @@ def timeframe_ms(timeframe: str) -> int:
 def from_rows(rows) -> pd.DataFrame:
     """Build a Candles frame from ccxt OHLCV rows [open time ms, open, high, low, close, volume].
 
-    Rows are kept in the order given (duplicates and disorder are for `validate` to report).
+    Rows are kept in the order given (duplicates and disorder are for `validate` to report); a
+    missing value (None) becomes NaN. A row without an open time raises BotterError.
     """
     a = np.asarray(rows, dtype="float64").reshape(-1, 6)
+    if not np.isfinite(a[:, 0]).all():
+        raise BotterError(f"a candle row has no open time: {a[~np.isfinite(a[:, 0])][0].tolist()}")
     index = pd.DatetimeIndex(pd.to_datetime(a[:, 0].astype("int64"), unit="ms", utc=True), name="time").as_unit("ms")
     return pd.DataFrame(a[:, 1:], index=index, columns=COLUMNS)
 

@@ -1,36 +1,53 @@
 """Fetch candles from any ccxt exchange into the local store, page by page.
 
-Pages follow `since` in the exchange's own page size; each page is validated, and the pages are
-written to the store atomically every few seconds and at the end (also after an error or Ctrl-C),
-so a run killed mid-way leaves the old file or the old file with whole pages added. The
-candle that is still open (its close is after the exchange's clock) is never stored.
+A fetch is complete or it fails. It asks for what the store lacks in [since, until): before its
+first candle (a backfill), its holes, after its last. Pages follow `since` in the exchange's own
+page size; a page that cannot be read, or that is empty while the exchange's clock says closed
+candles exist, is retried like a network error and, if it persists, ends the fetch with a
+BotterError saying how far it got. Each page is validated as it arrives; the pages are written to
+the store every few seconds and at the end (also after an error or Ctrl-C), each write merging
+under the store's lock, so concurrent fetches all land and a run killed mid-way leaves the old
+file or the old file with whole pages added (running it again fills the rest). The candle that
+is still open (its close is after the exchange's clock) is never stored.
 
-API keys are not needed for candles. Where given they come only from the environment:
+Candles need no API key, and the exchanges built here for them have none: no request is signed.
+Where a key is needed (`make_exchange(..., keys=True)`) it comes only from the environment:
 BOTTER_<EXCHANGE>_API_KEY, BOTTER_<EXCHANGE>_SECRET and BOTTER_<EXCHANGE>_PASSWORD (the passphrase
 some exchanges ask for), e.g. BOTTER_BINANCE_API_KEY. They are never logged or written.
 """
 
+import email.utils
+import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ccxt
+import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from botter.data.candles import from_rows, timeframe_ms, to_ms
-from botter.data.store import append_store, read_store
-from botter.data.validate import apply_policy, check_policy
+from botter.data.store import LOCAL, append_store, read_store
+from botter.data.validate import Report, apply_policy, check_policy, combine
 from botter.errors import BotterError
+from botter.progress import bar as progress_bar
 
-# Worth another try: the exchange is busy, slow or briefly down. All are ccxt.NetworkError
-# subclasses, but so is a 404 that binance maps to ExchangeNotAvailable: hence the bound on tries.
+
+class BadPage(Exception):
+    """A candle page that cannot be read, or that stops short of what the exchange's clock says exists."""
+
+
+# Worth another try: the exchange is busy, slow or briefly down, or sent a bad page. All but BadPage
+# are ccxt.NetworkError subclasses, but so is a 404 that binance maps to ExchangeNotAvailable: hence
+# the bound on tries.
 RETRY = (
     ccxt.RequestTimeout,
     ccxt.RateLimitExceeded,
     ccxt.DDoSProtection,
     ccxt.ExchangeNotAvailable,
     ccxt.NetworkError,
+    BadPage,
 )
 # Where ccxt does not say how many candles a page holds.
 DEFAULT_PAGE = 500
@@ -39,12 +56,18 @@ WRITE_EVERY_S = 10.0
 KEY_FIELDS = {"apiKey": "API_KEY", "secret": "SECRET", "password": "PASSWORD"}
 
 
-def make_exchange(exchange_id: str, ccxt_config: dict | None = None, *, sandbox: bool = False) -> ccxt.Exchange:
+def make_exchange(exchange_id: str, ccxt_config: dict | None = None, *, sandbox: bool = False,
+                  keys: bool = False) -> ccxt.Exchange:
     """A ccxt exchange built from `ccxt_config` (options, urls, timeout, proxies ...), as ccxt users
     write it. Sandbox mode is switched on before the urls are applied, since switching it would
-    overwrite them. Keys are read from BOTTER_<EXCHANGE>_API_KEY / _SECRET / _PASSWORD only."""
+    overwrite them. keys: read the API keys from BOTTER_<EXCHANGE>_API_KEY / _SECRET / _PASSWORD
+    (False, for public data such as candles: the exchange then cannot sign a request, and ccxt
+    makes no private call while loading markets). Keys in `ccxt_config` are refused."""
     if exchange_id not in ccxt.exchanges:
-        raise BotterError(f"exchange.id={exchange_id!r} is not a ccxt exchange id; ids are like binance, kraken, okx")
+        local = " (local-<name> ids are for CSV imports only)" if LOCAL.fullmatch(str(exchange_id)) else ""
+        raise BotterError(
+            f"exchange.id={exchange_id!r} is not a ccxt exchange id{local}; ids are like binance, kraken, okx"
+        )
     config = dict(ccxt_config or {})
     for key, suffix in KEY_FIELDS.items():
         env = f"BOTTER_{exchange_id.upper()}_{suffix}"
@@ -53,7 +76,7 @@ def make_exchange(exchange_id: str, ccxt_config: dict | None = None, *, sandbox:
                 f"exchange.ccxt_config.{key} is set: keys are read only from the environment ({env}); "
                 "remove it from the config"
             )
-        if os.environ.get(env):
+        if keys and os.environ.get(env):
             config[key] = os.environ[env]
     urls = config.pop("urls", None)
     exchange = getattr(ccxt, exchange_id)(config)
@@ -71,34 +94,73 @@ def _hint(e: ccxt.BaseError) -> str:
     if isinstance(e, ccxt.BadSymbol):
         return "unknown symbol: check the symbol (BASE/QUOTE, like BTC/USDT)"
     if isinstance(e, (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)):
-        return "the exchange refused the API key: check BOTTER_<EXCHANGE>_API_KEY/_SECRET or unset them (candles need no key)"
+        return "the exchange refused the API key: check BOTTER_<EXCHANGE>_API_KEY/_SECRET or unset them"
     if isinstance(e, ccxt.BadRequest):
         return "the exchange rejected the request: check symbol and timeframe"
     return "the exchange answered with an error"
 
 
+def _retry_hint(e: Exception, tries: int) -> str:
+    if isinstance(e, BadPage):
+        return f"the exchange sent a bad candle page {tries} times"
+    if isinstance(e, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+        return (f"the exchange refused {tries} requests in a row as too many: wait a few minutes, and keep "
+                "exchange.ccxt_config.enableRateLimit on")
+    return (f"could not reach the exchange after {tries} tries: check the network, exchange.ccxt_config "
+            "urls/proxies, or try later")
+
+
+def retry_after(exchange: ccxt.Exchange | None) -> float | None:
+    """Seconds the exchange's last answer asked to wait (its Retry-After header), or None.
+
+    ccxt keeps the headers of the last response on the exchange, also when it raised for a 418 or
+    429 (DDoSProtection / RateLimitExceeded); the header holds seconds or an HTTP date."""
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
 def call(fn, *args, tries: int = 5, base_delay: float = 1.0, max_delay: float = 30.0, **kwargs):
-    """`fn(*args, **kwargs)`, retried on network trouble with exponential backoff (base_delay s,
-    doubling, at most max_delay s) up to `tries` calls in all; other ccxt errors become BotterError
-    at once. Where `fn` is a method of an exchange, its keys are blanked out of the message."""
+    """`fn(*args, **kwargs)`, retried on network trouble and bad pages with exponential backoff
+    (base_delay s, doubling, at most max_delay s) up to `tries` calls in all; other ccxt errors
+    become BotterError at once. The exchange is `fn`'s owner or its first argument: where it
+    answered "too many requests" with a Retry-After, that wait is kept (and more than max_delay
+    fails at once, saying when to try again), and its keys are blanked out of the message."""
+    exchange = getattr(fn, "__self__", None) or next(iter(args), None)
+    exchange = exchange if isinstance(exchange, ccxt.Exchange) else None
     for attempt in range(tries):
         try:
             return fn(*args, **kwargs)
         except RETRY as e:
+            error, wait = e, min(max_delay, base_delay * 2**attempt)
+            asked = retry_after(exchange) if isinstance(e, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)) else None
+            if asked is not None and asked > max_delay:
+                again = pd.Timestamp.now("UTC") + pd.Timedelta(seconds=asked)
+                hint = (f"the exchange asks to wait {asked:g} s before the next request (too many requests): "
+                        f"try again after {again:%Y-%m-%d %H:%M} UTC")
+                break
             if attempt < tries - 1:
-                time.sleep(min(max_delay, base_delay * 2**attempt))
+                time.sleep(wait if asked is None else asked)
                 continue
-            error = e
-            hint = f"could not reach the exchange after {tries} tries: check the network, exchange.ccxt_config urls/proxies, or try later"
+            hint = _retry_hint(e, tries)
         except ccxt.BaseError as e:
             error, hint = e, _hint(e)
-        message = f"{hint} ({type(error).__name__}: {error})"
-        exchange = getattr(fn, "__self__", None)
-        for key in KEY_FIELDS:
-            secret = getattr(exchange, key, None)
-            if secret:
-                message = message.replace(secret, "***")
-        raise BotterError(message) from error
+            break
+    message = f"{hint} ({type(error).__name__}: {error})"
+    for key in KEY_FIELDS:
+        secret = getattr(exchange, key, None)
+        if secret:
+            message = message.replace(secret, "***")
+    raise BotterError(message) from error
 
 
 def page_size(exchange: ccxt.Exchange) -> int:
@@ -121,6 +183,68 @@ def check_market(exchange: ccxt.Exchange, symbol: str, timeframe: str, retry: di
         )
 
 
+def _ts(ms: int) -> str:
+    return f"{pd.Timestamp(ms, unit='ms', tz='UTC'):%Y-%m-%d %H:%M}"
+
+
+def fetch_page(exchange: ccxt.Exchange, symbol: str, timeframe: str, since: int, limit: int, now: int) -> pd.DataFrame:
+    """One page of candles from open time `since` on, as the exchange sent them (a frame from
+    `from_rows`, not yet validated). Raises BadPage where the answer cannot be read, or where it
+    holds no candle from `since` on although one has closed by the exchange's clock `now` (ms)."""
+    try:
+        page = from_rows(exchange.fetch_ohlcv(symbol, timeframe, since=since, limit=limit))
+    except (BotterError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        # ccxt hands on what it could not parse (a truncated answer arrives as text).
+        raise BadPage(f"an unreadable page of candles from {_ts(since)} ({type(e).__name__}: {e})") from e
+    if not (page.index.as_unit("ms").asi8 >= since).any() and since + timeframe_ms(timeframe) <= now:
+        # ccxt hands on an answer that is not JSON as text, and parses that into no candles.
+        text = exchange.last_http_response
+        try:
+            json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise BadPage(f"an unreadable page of candles from {_ts(since)}: {str(text)[:40]!r}...") from e
+        raise BadPage(
+            f"no candles from {_ts(since)} on, although the exchange's clock ({_ts(now)}) says they have closed "
+            "(if the market stopped trading, give until= its last day)"
+        )
+    return page
+
+
+@dataclass
+class Fetched:
+    """What `fetch_to_store` did: the stored frame after its last write, candles added at new open
+    times, stored candles replaced or kept where the fetched ones differ (see `append_store`), the
+    report of the candles received (and what was done about each problem), and notes on the range."""
+
+    stored: pd.DataFrame
+    report: Report
+    added: int = 0
+    replaced: int = 0
+    kept: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _ms(t: pd.Timestamp) -> int:
+    return int(t.value // 1_000_000)
+
+
+def missing_ranges(stored: pd.DatetimeIndex, since: int, end: int, tf_ms: int, page: int) -> list[tuple[int, int]]:
+    """The [start, stop) spans of [since, end) (epoch ms) that hold no stored candle: before the
+    first, after the last and the holes between. Spans less than a page apart are merged into one
+    range, so that a store with many small gaps costs no more requests than fetching it whole."""
+    ms = stored.as_unit("ms").asi8
+    inside = ms[(ms >= since) & (ms < end)]
+    starts = np.concatenate([[since], inside + tf_ms])
+    stops = np.concatenate([inside, [end]])
+    ranges = []
+    for a, b in zip(starts[starts < stops].tolist(), stops[starts < stops].tolist()):
+        if ranges and a - ranges[-1][1] <= page * tf_ms:
+            ranges[-1] = (ranges[-1][0], b)
+        else:
+            ranges.append((a, b))
+    return ranges
+
+
 def fetch_to_store(
     exchange: ccxt.Exchange,
     symbol: str,
@@ -131,15 +255,20 @@ def fetch_to_store(
     until=None,
     policy: dict,
     retry: dict,
+    conflicts: str = "fail",
+    refetch: bool = False,
     progress: bool = True,
-) -> tuple[pd.DataFrame, int, int]:
-    """Fetch candles with open time in [since, until) that come after the last stored one, page by
-    page, into the Parquet store at `path`.
+) -> Fetched:
+    """Fetch the candles with open time in [since, until) that the store lacks (before its first
+    candle, in its holes, after its last; or, with `refetch`, all of them again), page by page, into
+    the Parquet store at `path`. Without `since` it continues after the last stored candle.
 
     since/until: text like "2024-01-01", a datetime or epoch ms; since may be None when the store
-    has candles already. `policy` is the per-problem validation policy, `retry` the keyword
-    arguments of `call` (tries, base_delay, max_delay).
-    Returns (whole stored frame, candles added, fetched candles dropped by the policy).
+    has candles already. `policy` is the per-problem validation policy (configs/validate), `retry`
+    the keyword arguments of `call` (tries, base_delay, max_delay), `conflicts` what to do where a
+    fetched candle differs from a stored one ("fail", "keep", "replace"; see `append_store`).
+    Raises BotterError, saying how far it got, where the exchange fails or keeps sending bad pages;
+    what was fetched before stays stored, and running it again fills the rest.
     """
     policy = check_policy(policy)
     tf_ms = timeframe_ms(timeframe)
@@ -147,47 +276,69 @@ def fetch_to_store(
     stored = read_store(path)
     if since is None and len(stored) == 0:
         raise BotterError(f"nothing stored yet for {symbol} {timeframe}: give since=YYYY-MM-DD")
-    start = to_ms(since) if since is not None else 0
-    if len(stored):
-        start = max(start, int(stored.index[-1].value // 1_000_000) + tf_ms)
     # The exchange's clock, not ours, says which candle is still open.
     now = call(exchange.fetch_time, **retry) if exchange.has.get("fetchTime") else exchange.milliseconds()
     end = min(to_ms(until), now) if until is not None else now
     limit = page_size(exchange)
-    added = dropped = 0
+    first = to_ms(since) if since is not None else _ms(stored.index[0 if refetch else -1]) + (0 if refetch else tf_ms)
+    known = stored.index[:0] if refetch else stored.index
+    ranges = missing_ranges(known, first, end, tf_ms, limit)
+    out = Fetched(stored, combine([], timeframe))
+    if not ranges and len(stored):
+        out.notes.append(f"the store holds {_ts(_ms(stored.index[0]))} to {_ts(_ms(stored.index[-1]))} and no candle "
+                         "is missing in the range asked: nothing to fetch (refetch=true fetches it again)")
+    reports = []
     pending = []  # whole pages fetched and checked, not yet written
     last_write = time.monotonic()
-    prev = stored.tail(1)  # the newest candle known: a gap at a page boundary is seen too
 
     def write():
-        nonlocal stored, pending, last_write
+        nonlocal pending, last_write
         if pending:
-            stored = append_store(path, pd.concat(pending), stored=stored)
+            written = append_store(path, pd.concat(pending).sort_index(kind="stable"), conflicts=conflicts)
+            out.stored = written.stored
+            out.added += written.added
+            out.replaced += written.replaced
+            out.kept += written.kept
             pending, last_write = [], time.monotonic()
 
-    total = max(0, (end - start) // tf_ms)
-    bar = tqdm(total=total, unit="candle", desc=f"{exchange.id} {symbol} {timeframe}", disable=not progress)
+    bar = progress_bar(total=sum((b - a) // tf_ms for a, b in ranges), unit="candle",
+                       desc=f"{exchange.id} {symbol} {timeframe}", show=progress)
+    start = None
     try:
-        while start < end:
-            rows = call(exchange.fetch_ohlcv, symbol, timeframe, since=start, limit=limit, **retry)
-            # Closed candles in range only: the close (open + timeframe) must not be after now.
-            keep = [r for r in rows if start <= r[0] < end and r[0] + tf_ms <= now]
-            if keep:
-                checked, _ = apply_policy(pd.concat([prev, from_rows(keep)]), timeframe, policy)
-                page = checked[~checked.index.isin(prev.index)]
-                dropped += len(keep) - len(page)
-                added += len(page)
-                bar.update(len(page))
-                if len(page):
-                    pending.append(page)
-                    prev = page.tail(1)
+        for a, b in ranges:
+            # The stored candle before the range: a repeat of it or a gap after it is seen too.
+            before = known[known < pd.Timestamp(a, unit="ms", tz="UTC")]
+            before = stored.loc[before[-1:]] if len(before) else None
+            start = a
+            while start < b:
+                page = call(fetch_page, exchange, symbol, timeframe, start, limit, now, **retry)
+                t = page.index.as_unit("ms").asi8
+                # Closed candles in range only: the close (open + timeframe) must not be after now.
+                wanted = (t >= a) & (t < b) & (t + tf_ms <= now)
+                if not wanted.any():
+                    break  # what the exchange has from `start` on is past the range or still open
+                kept, report = apply_policy(page[wanted], timeframe, policy, before=before)
+                reports.append(report)
+                bar.update(len(kept))
+                if len(kept):
+                    pending.append(kept)
+                    before = kept
+                start = int(t[wanted].max()) + tf_ms
                 # Rewriting the file costs more as it grows: write a few times a minute, not per page.
                 if time.monotonic() - last_write > WRITE_EVERY_S:
                     write()
-            if not rows or max(r[0] for r in rows) < start:
-                break  # nothing more to come
-            start = max(r[0] for r in rows) + tf_ms
+    except BaseException as e:
+        write()
+        if isinstance(e, BotterError) and start is not None:
+            raise BotterError(f"{e} [the fetch stopped at {_ts(start)}: {out.added} candles added before it are "
+                              "stored; run the same command again to fetch the rest]") from e
+        raise
     finally:
         bar.close()
-        write()  # what was fetched before an error or Ctrl-C is kept, in whole pages
-    return stored, added, dropped
+    write()
+    out.report = combine(reports, timeframe)
+    if len(stored) and since is not None and first < _ms(stored.index[0]) and not (
+            out.report.rows and out.report.first < stored.index[0]):
+        out.notes.append(f"backfill: the exchange sent no {symbol} {timeframe} candles from {_ts(first)} to "
+                         f"{_ts(_ms(stored.index[0]))}, where the store begins")
+    return out

@@ -3,78 +3,118 @@
 import numpy as np
 import pandas as pd
 
+from botter.backtest import add_up
 from botter.paper.ledger import Ledger
 from botter.stats import max_drawdown, total_return
 
 SIDES = {-1: "short", 0: "flat", 1: "long"}
 
 
-def summary(ledger: Ledger) -> pd.Series:
-    """The state of a paper run, with labelled keys and units (quote currency unless said).
+ROWS = ["Symbol", "Feed", "Sample", "First candle", "Last candle", "Candles", "Skipped", "Last close", "Position",
+        "Next open", "Cash", "Equity", "Start equity", "PnL", "Return [%]", "Buy & Hold Return [%]",
+        "Max. Drawdown [%]", "# Fills", "# Round trips", "Fees"]
+
+
+def curves(ledger: Ledger) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """{symbol: (equity, buy & hold)} at each recorded close of the symbol (the symbols with a candle
+    recorded), and "portfolio": the whole account's, by the backtest's portfolio rule
+    (botter.backtest.add_up; a symbol with no candle yet counts with its share of the cash). Buy &
+    hold holds each symbol's share of the cash from its first close."""
+    bars, meta = ledger.table("bars"), ledger.meta()
+    symbols = ledger.symbols()
+    share = float(meta["cash"]) / len(symbols)
+    out = {}
+    for symbol in symbols:
+        b = bars[bars["symbol"] == symbol].set_index("time")
+        if len(b):
+            out[symbol] = (b["equity"], share * b["close"] / b["close"].iloc[0])
+    if out:
+        waiting = share * (len(symbols) - len(out))
+        out["portfolio"] = tuple(add_up([c[k] for c in out.values()]) + waiting for k in (0, 1))
+    return out
+
+
+def summary(ledger: Ledger) -> pd.DataFrame:
+    """The state of a paper run: one column per symbol and one for the whole account ("portfolio"),
+    the rows ROWS, in quote currency unless said.
 
     Return [%], Buy & Hold Return [%] and Max. Drawdown [%] are the backtest's figures (botter.stats)
-    of the equity and closes at each recorded close. Round trips count positions closed (a flip
-    closes one and opens another); fees are in quote.
+    of the equity and buy-and-hold curves at each recorded close (`curves`). Round trips count
+    positions closed (a flip closes one and opens another). Skipped: candles the feed handed on that
+    could not be traded (the ledger's `skipped` table says why).
     """
-    bars, fills = ledger.table("bars"), ledger.table("fills")
-    meta, state = ledger.meta(), ledger.state()
-    if state is None:
-        return pd.Series({"Symbol": meta.get("symbol"), "Candles": 0})
-    cash0 = float(meta["cash"])
-    sides = bars["side"].to_numpy()
-    closed = int(np.count_nonzero((sides[1:] != sides[:-1]) & (sides[:-1] != 0)))
-    return pd.Series({
-        "Symbol": f"{meta['symbol']} {meta['timeframe']}",
-        "Feed": meta["feed"],
-        "Sample": meta.get("sample", "out-of-sample"),
-        "First candle": bars["time"].iloc[0],
-        "Last candle": bars["time"].iloc[-1],
-        "Candles": len(bars),
-        "Last close": bars["close"].iloc[-1],
-        "Position": f"{SIDES[state.side]} {abs(state.position):.8g}",
-        "Next open": f"go {SIDES[state.target]}" if state.target != state.side else "hold",
-        "Cash": state.cash,
-        "Equity": state.equity,
-        "Start equity": cash0,
-        "PnL": state.equity - cash0,
-        "Return [%]": total_return(bars["equity"]),
-        "Buy & Hold Return [%]": total_return(bars["close"]),
-        "Max. Drawdown [%]": max_drawdown(bars["equity"]),
-        "# Fills": len(fills),
-        "# Round trips": closed,
-        "Fees": float(fills["fee"].sum()),
-    })
+    meta, states, symbols = ledger.meta(), ledger.states(), ledger.symbols()
+    bars, fills, skipped = (ledger.table(n) for n in ("bars", "fills", "skipped"))
+    lines = curves(ledger)
+    share = float(meta["cash"]) / len(symbols) if "cash" in meta else None
+    common = {"Feed": meta.get("feed"), "Sample": meta.get("sample", "out-of-sample")}
+    columns = {}
+    for symbol in symbols:
+        b, f, state = bars[bars["symbol"] == symbol], fills[fills["symbol"] == symbol], states.get(symbol)
+        column = {"Symbol": f"{symbol} {meta.get('timeframe', '')}".strip(), **common, "Candles": len(b),
+                  "Skipped": int((skipped["symbol"] == symbol).sum())}
+        if state is not None:
+            sides = b["side"].to_numpy()
+            equity, hold = lines[symbol]
+            column |= {
+                "First candle": b["time"].iloc[0], "Last candle": b["time"].iloc[-1], "Last close": b["close"].iloc[-1],
+                "Position": f"{SIDES[state.side]} {abs(state.position):.8g}",
+                "Next open": f"go {SIDES[state.target]}" if state.target != state.side else "hold",
+                "Cash": state.cash, "Equity": state.equity, "Start equity": share, "PnL": state.equity - share,
+                "Return [%]": total_return(equity), "Buy & Hold Return [%]": total_return(hold),
+                "Max. Drawdown [%]": max_drawdown(equity), "# Fills": len(f),
+                "# Round trips": int(np.count_nonzero((sides[1:] != sides[:-1]) & (sides[:-1] != 0))),
+                "Fees": float(f["fee"].sum()),
+            }
+        columns[symbol] = column
+    column = {"Symbol": ", ".join(symbols), **common, "Candles": bars["time"].nunique(), "Skipped": len(skipped)}
+    if states:
+        equity, hold = lines["portfolio"]
+        traded = [columns[s] for s in states]
+        cash = sum(c["Cash"] for c in traded) + share * (len(symbols) - len(states))
+        column |= {
+            "First candle": bars["time"].min(), "Last candle": bars["time"].max(), "Cash": cash,
+            "Equity": float(equity.iloc[-1]), "Start equity": float(meta["cash"]),
+            "PnL": float(equity.iloc[-1]) - float(meta["cash"]), "Return [%]": total_return(equity),
+            "Buy & Hold Return [%]": total_return(hold), "Max. Drawdown [%]": max_drawdown(equity),
+            **{k: sum(c[k] for c in traded) for k in ("# Fills", "# Round trips", "Fees")},
+        }
+    columns["portfolio"] = column
+    return pd.DataFrame(columns).reindex([r for r in ROWS if any(r in c for c in columns.values())]).fillna("")
 
 
 def plot_equity(ledger: Ledger, path) -> None:
-    """Write the equity curve (against buy-and-hold from the first close) with the fills marked."""
-    import matplotlib
+    """Write the equity curve (against buy-and-hold from the first close), the fills and the drawdown.
 
-    matplotlib.use("Agg")
+    The fills get a lane of their own under the curve, buys as green triangles up, sells as red
+    triangles down, at a size that shows (on the curve, many of them would hide it). A long run is
+    drawn thinned (botter.plots.thin), one marker per side per pixel column.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    from botter.plots import drawdown_panel
+    from botter.plots import PIXELS, drawdown_panel, save, thin  # sets the Agg backend
 
-    bars, fills = ledger.table("bars"), ledger.table("fills")
-    meta = ledger.meta()
-    fig, (ax, ax_dd) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 1])
-    equity = bars.set_index("time")["equity"]
-    ax.plot(equity.index, equity, label="paper equity", color="tab:blue", lw=1.2, zorder=3)
-    ax.plot(equity.index, float(meta["cash"]) * bars["close"] / bars["close"].iloc[0], label="buy & hold",
-            color="gray", lw=0.8, alpha=0.8)
-    at = equity.reindex(pd.DatetimeIndex(fills["time"]))
-    size = min(22.0, max(2.0, 2500 / max(len(fills), 1)))  # many fills: small marks that leave the curve visible
-    for side, marker, color in (("buy", "^", "tab:green"), ("sell", "v", "tab:red")):
-        mask = (fills["side"] == side).to_numpy()
-        ax.scatter(at.index[mask], at.to_numpy()[mask], marker=marker, color=color, s=size, alpha=0.7, lw=0,
-                   zorder=2, label=f"{side} fills")
+    fills, meta = ledger.table("fills"), ledger.meta()
+    equity, hold = curves(ledger)["portfolio"]
+    fig, (ax, lane, ax_dd) = plt.subplots(3, 1, figsize=(11, 6.5), sharex=True, height_ratios=[3, 0.5, 1])
+    ax.plot(thin(equity), label="paper equity", color="tab:blue", lw=1.2, zorder=3)
+    ax.plot(thin(hold), label="buy & hold", color="gray", lw=0.8, alpha=0.8)
+    column = max((equity.index[-1] - equity.index[0]) / PIXELS, pd.Timedelta(1, "ms"))
+    marks = []
+    for side, y, marker, color in (("buy", 1, "^", "tab:green"), ("sell", 0, "v", "tab:red")):
+        times = pd.DatetimeIndex(fills.loc[fills["side"] == side, "time"])
+        shown = times[~pd.Index((times - equity.index[0]) // column).duplicated()]  # one per pixel column
+        lane.scatter(shown, np.full(len(shown), y), marker=marker, color=color, s=60, lw=0)
+        marks.append(Line2D([], [], ls="", marker=marker, color=color, markersize=8,
+                            label=f"{len(times)} {side} fills (the lane below)"))
+    lane.set_ylim(-0.7, 1.7)
+    lane.set_yticks([0, 1], ["sell", "buy"])
+    lane.grid(axis="x", alpha=0.3)
     ax.set_ylabel("equity (quote)")
-    ax.set_title(f"paper {meta['feed']}: {meta['symbol']} {meta['timeframe']}, {len(bars)} candles, "
-                 f"{len(fills)} fills, last {bars['time'].iloc[-1]:%Y-%m-%d %H:%M} UTC")
-    ax.legend(loc="upper left", fontsize=8, markerscale=(22 / size) ** 0.5)
+    ax.set_title(f"paper {meta['feed']}: {', '.join(ledger.symbols())} {meta['timeframe']}, {len(equity)} candles, "
+                 f"{len(fills)} fills, last {equity.index[-1]:%Y-%m-%d %H:%M} UTC")
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + marks, loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     drawdown_panel(ax_dd, equity)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)

@@ -29,10 +29,16 @@ log = logging.getLogger(__name__)
 
 SIGNAL_KEYS = ("threshold_up", "threshold_down", "long_only", "min_hold")
 COST_KEYS = ("cash", "fee", "slippage_bps", "size")
+POLL_KEYS = ("poll_s", "retry_s", "max_retry_s", "start_tries", "stale_after", "missing_after")
 
 
 def paper_dir(run_dir, name: str) -> Path:
-    """The folder of the paper run `name` of a training run."""
+    """The folder of the paper run `name` of a training run: <run_dir>/paper/<name>/. The name is one
+    plain folder name, so that a paper run never writes outside its training run's paper folder."""
+    name = str(name)
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or "/" in name:
+        raise BotterError(f"name={name!r} must be a plain folder name (no / and no ..): a paper run lives in "
+                          f"{Path(run_dir) / 'paper'}/<name>/")
     return Path(run_dir) / "paper" / name
 
 
@@ -101,67 +107,81 @@ def torch_threads(n: int | None):
         torch.set_num_threads(threads)
 
 
-def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbol: str | None = None,
-          exchange: dict | None = None, data_dir=None, threads: int | None = 1, progress: bool = True,
-          allow_in_sample: bool = False) -> pd.Series:
+def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] | None = None,
+          exchange: dict | None = None, validate: dict | None = None, data_dir=None, threads: int | None = 1,
+          progress: bool = True, allow_in_sample: bool = False) -> pd.DataFrame:
     """Paper-trade the run's model on `feed` until it ends or SIGINT/SIGTERM; returns the summary.
 
     feed: the feed config ({"name": "replay", source, start, end, pace} or {"name": "ccxt", poll_s, ...}).
-    backtest: the backtest settings (cash, fee, slippage_bps, size and the signal thresholds).
-    exchange: {"id", "ccxt_config", "sandbox"} for the ccxt feed. data_dir: the candle store.
-    threads: torch threads for the decisions (None: torch's default). A replay over candles the
-    model was fitted or early-stopped on is refused unless allow_in_sample (then marked IN-SAMPLE).
-    Started again with the same name, it resumes after the last candle in the ledger.
+    backtest: the backtest settings (cash, fee, slippage_bps, size and the signal thresholds, min_hold
+    a number). symbols: the symbols of the one account (None: the run's), each trading an equal share
+    of the cash as in the backtest's portfolio. exchange: {"id", "ccxt_config", "sandbox"}.
+    validate: botter-fetch's validation policy, applied to the live feed's candles. data_dir: the
+    candle store. threads: torch threads for the decisions (None: torch's default). A replay over
+    candles the model was fitted or early-stopped on is refused unless allow_in_sample (then marked
+    IN-SAMPLE). Started again with the same name, it resumes after the last candle in the ledger.
     """
+    folder = paper_dir(run_dir, name)
     run = open_run(run_dir)
+    symbols = list(symbols or run.symbols)
+    if len(set(symbols)) != len(symbols):
+        raise BotterError(f"symbols={symbols} names a symbol twice: give each once")
     predictor = inference.load(run)
     info = predictor.info
-    symbol = symbol or run.symbols[0]
     signals = {k: backtest[k] for k in SIGNAL_KEYS}
     costs = {k: backtest[k] for k in COST_KEYS}
-    candle_feed = None
+    exchange = exchange or {}
+    d = run.config["data"]
     if feed["name"] == "replay":
-        d = run.config["data"]
-        if feed.get("source") in (None, d["source"]):  # the candles the run was made from
-            candles = load(d["source"], [symbol], d["timeframe"], exchange=d["exchange"], data_dir=data_dir,
-                           **d.get("params", {}))[symbol]
+        source = feed.get("source") or d["source"]
+        if source == d["source"]:  # the candles the run was made from
+            exchange_id = d["exchange"]
+            candles = load(source, symbols, d["timeframe"], exchange=exchange_id, data_dir=data_dir,
+                           **d.get("params", {}))
         else:
-            candles = load(feed["source"], [symbol], d["timeframe"], data_dir=data_dir,
-                           exchange=(exchange or {}).get("id", d["exchange"]))[symbol]
-        start, end = replay_period(run, symbol, candles, feed["start"], feed["end"])
-        span = between(candles, start, None if end is None else pd.Timestamp(to_ms(end) + 1, unit="ms", tz="UTC"))
-        if span.empty:
-            raise BotterError(f"no {symbol} candle between feed.start={start} and feed.end={end}: pick dates "
-                              f"inside {candles.index[0]} .. {candles.index[-1]}")
-        decisions = (span.index[0], span.index[-1])
+            exchange_id = exchange.get("id", d["exchange"])
+            candles = load(source, symbols, d["timeframe"], data_dir=data_dir, exchange=exchange_id)
+        periods = {s: replay_period(run, s, candles[s], feed["start"], feed["end"]) for s in symbols}
+        decisions = {}
+        for s, (start, end) in periods.items():
+            span = between(candles[s], start, None if end is None else pd.Timestamp(to_ms(end) + 1, unit="ms", tz="UTC"))
+            if span.empty:
+                raise BotterError(f"no {s} candle between feed.start={start} and feed.end={end}: pick dates "
+                                  f"inside {candles[s].index[0]} .. {candles[s].index[-1]}")
+            decisions[s] = (span.index[0], span.index[-1])
+        sandbox = False
     elif feed["name"] == "ccxt":
-        decisions = (pd.Timestamp.now(tz="UTC"), pd.Timestamp.now(tz="UTC"))
+        source, exchange_id, sandbox = "exchange", exchange.get("id", "binance"), bool(exchange.get("sandbox", False))
+        decisions = dict.fromkeys(symbols, (pd.Timestamp.now(tz="UTC"),) * 2)
     else:
         raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
-    in_sample = run.guard({symbol: decisions}, allow=allow_in_sample, what="this paper run")
-    meta = {"symbol": symbol, "timeframe": info["timeframe"], "feed": feed["name"],
+    in_sample = run.guard(decisions, allow=allow_in_sample, what="this paper run")
+    # Everything that makes the run what it is: a ledger resumes only under the same.
+    meta = {"symbols": symbols, "timeframe": info["timeframe"], "feed": feed["name"], "source": source,
+            "exchange": exchange_id, "sandbox": sandbox,
             "model_sha256": hashlib.sha256((Path(run_dir) / "model.pt").read_bytes()).hexdigest(),
             "sample": "IN-SAMPLE" if in_sample else "out-of-sample", **costs, **signals}
-    folder = paper_dir(run_dir, name)
     with Ledger(folder / "ledger.sqlite", meta) as ledger, stop_on_signals() as stop, torch_threads(threads), \
             log_to(folder / "paper.log"):
-        trader = loop.resume(ledger, predictor, signals=signals, **costs)
+        traders = loop.resume(ledger, predictor, symbols, signals=signals, **costs)
         if feed["name"] == "replay":
-            candle_feed = Replay(candles, start=start, end=end, pace=feed["pace"], stop=stop, progress=progress)
-        elif feed["name"] == "ccxt":
-            exchange = exchange or {}
-            ex = make_exchange(exchange.get("id", "binance"), exchange.get("ccxt_config"),
-                               sandbox=exchange.get("sandbox", False))
+            candle_feed = Replay(candles, start={s: p[0] for s, p in periods.items()},
+                                 end={s: p[1] for s, p in periods.items()}, pace=feed["pace"], stop=stop,
+                                 progress=progress)
+        else:
+            if validate is None:
+                raise BotterError("the live feed needs the validation policy (validate, as botter-fetch's)")
+            ex = make_exchange(exchange_id, exchange.get("ccxt_config"), sandbox=sandbox)
             # Paper trading reads public candles only: with no key it cannot sign a request, so a
             # key in the environment is never sent, and no code path can place a real order.
             ex.apiKey = ex.secret = ex.password = ""
-            candle_feed = Poll(ex, symbol, info["timeframe"], stop=stop,
-                          **{k: feed[k] for k in ("poll_s", "retry_s", "max_retry_s", "start_tries", "stale_after")})
-        state = ledger.state()
-        log.info("paper run %s: %s %s on the %s feed, %s", folder, symbol, info["timeframe"], feed["name"],
-                 "new" if state is None else f"resuming after {pd.Timestamp(state.time, unit='ms', tz='UTC')}")
-        n = loop.run(candle_feed, trader, ledger, stop=stop)
-        log.info("%d candles traded", n)
+            candle_feed = Poll(ex, symbols, info["timeframe"], policy=validate, stop=stop,
+                               **{k: feed[k] for k in POLL_KEYS})
+        last = ledger.last_time()
+        log.info("paper run %s: %s %s on the %s feed, %s", folder, ", ".join(symbols), info["timeframe"],
+                 feed["name"], "new" if last is None else f"resuming after {pd.Timestamp(last, unit='ms', tz='UTC')}")
+        n = loop.run(candle_feed, traders, ledger, stop=stop)
+        log.info("%d candle times traded", n)
         return summary(ledger)
 
 
@@ -171,8 +191,8 @@ def status(run_dir, name: str) -> tuple[pd.Series, Path]:
     if not path.exists():
         raise BotterError(f"no paper run {name!r} in {run_dir} ({path} is missing): "
                           f"start one with botter-paper run_dir={run_dir} name={name}")
-    with Ledger(path) as ledger:
-        if ledger.state() is None:
+    with Ledger(path, readonly=True) as ledger:
+        if ledger.last_time() is None:
             raise BotterError(f"the paper run {name!r} has not traded a candle yet: run it first")
         png = path.parent / "equity.png"
         plot_equity(ledger, png)
