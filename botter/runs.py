@@ -190,17 +190,18 @@ class Run:
 
     def in_sample(self, decisions: dict) -> list[str]:
         """Which of `decisions` ({symbol: (first, last) decision time}) overlap what the model was
-        fitted or early-stopped on: one line per symbol that does, empty when all are out of sample."""
-        lines = []
+        fitted or early-stopped on: one line per overlap (symbols alike share one), empty when all
+        are out of sample."""
+        overlaps = {}
         for symbol, (first, last) in decisions.items():
             span = self.fitted(symbol)
             if span is None:
                 continue
             first, last = (pd.Timestamp(to_ms(t), unit="ms", tz="UTC") for t in (first, last))
             if first < span[1] and last >= span[0]:  # the last label reads the open of span[1]: known at a decision there
-                lines.append(f"{symbol} {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} overlaps its training "
-                             f"period {span[0]:%Y-%m-%d %H:%M} .. {span[1]:%Y-%m-%d %H:%M}")
-        return lines
+                overlaps.setdefault((first, last, *span), []).append(symbol)
+        return [f"{', '.join(symbols)} {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} overlaps the training period "
+                f"{a:%Y-%m-%d %H:%M} .. {b:%Y-%m-%d %H:%M}" for (first, last, a, b), symbols in overlaps.items()]
 
     def guard(self, decisions: dict, *, allow: bool, what: str) -> bool:
         """Refuse `what` (a backtest, a paper run) over `decisions` that overlap the training periods

@@ -121,6 +121,8 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
     candles the model was fitted or early-stopped on is refused unless allow_in_sample (then marked
     IN-SAMPLE). Started again with the same name, it resumes after the last candle in the ledger.
     """
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise BotterError(f"threads={threads} must be a whole number >= 1, or null for torch's default")
     folder = paper_dir(run_dir, name)
     run = open_run(run_dir)
     symbols = list(symbols or run.symbols)
