@@ -80,11 +80,7 @@ def format_table(frame: pd.DataFrame, config_keys: list[str]) -> str:
             return "-"
         return format_interval(*(row[f"{metric}_diff{part}"] for part in ("", "_low", "_high")), digits, "+")
 
-    def value(v):  # a config value as written (a column with a missing value turns ints into floats)
-        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else int(v) if isinstance(v, float) and \
-            v.is_integer() else v
-
-    shown = pd.DataFrame({"run": frame["run"], "kind": frame["kind"], **{k: frame[k].map(value) for k in config_keys}})
+    shown = pd.DataFrame({"run": frame["run"], "kind": frame["kind"], **{k: frame[k].map(_value) for k in config_keys}})
     for metric in INTERVAL_METRICS:
         digits = 2 if metric == "sharpe" else 4
         shown[metric] = [cell(row, metric, digits) for _, row in frame.iterrows()]
@@ -94,6 +90,14 @@ def format_table(frame: pd.DataFrame, config_keys: list[str]) -> str:
     return shown.to_string(index=False)
 
 
+def _value(v):
+    """A config value as written: "-" where a run lacks the key, 2 not 2.0 (a column with a missing
+    value turns its ints into floats)."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def plot(frame: pd.DataFrame, path, config_keys: list[str]) -> None:
     """Each run's accuracy, ROC AUC and Sharpe ratio with their intervals (the best baseline marked
     x), one row per run in the table's order, as a PNG."""
@@ -101,11 +105,13 @@ def plot(frame: pd.DataFrame, path, config_keys: list[str]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import SymmetricalLogLocator
 
-    # Each run named by its folder and the three values that set the runs most apart (most distinct values).
-    shown = sorted(config_keys, key=lambda k: -frame[k].astype(str).nunique())[:3]
-    labels = [" ".join([r["run"], *(f"{k.rsplit('.', 1)[-1]}={'-' if pd.isna(r[k]) else str(r[k])[:16]}"
-                                    for k in shown)]) for _, r in frame.iterrows()]
+    # Each run named by its folder and the four values that set the runs most apart: most distinct
+    # values first, then those every run has.
+    shown = sorted(config_keys, key=lambda k: (-frame[k].nunique(dropna=False), frame[k].isna().sum()))[:4]
+    labels = [" ".join([r["run"], *(f"{k.rsplit('.', 1)[-1]}={str(_value(r[k]))[:16]}" for k in shown)])
+              for _, r in frame.iterrows()]
     y = np.arange(len(frame))[::-1]
     left = 0.3 + 0.075 * max(map(len, labels))  # inches for the labels
     fig, axes = plt.subplots(1, len(INTERVAL_METRICS), figsize=(left + 4 * len(INTERVAL_METRICS),
@@ -115,7 +121,10 @@ def plot(frame: pd.DataFrame, path, config_keys: list[str]) -> None:
         err = np.abs(np.stack([v - frame[f"{metric}_low"], frame[f"{metric}_high"] - v]).astype(float))
         ax.errorbar(v, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3, label="model, 95 % interval")
         ax.plot(v - frame[f"{metric}_diff"], y, "x", color="tab:red", label="best baseline")
-        if metric != "sharpe":
+        if metric == "sharpe":  # backtesting.py's Sharpe of a losing 5m strategy can reach -1e12: a log scale past +-1
+            ax.set_xscale("symlog", linthresh=1)
+            ax.xaxis.set_major_locator(SymmetricalLogLocator(base=1000, linthresh=1))
+        else:
             ax.axvline(0.5, color="gray", lw=0.8)
         ax.set(title=metric, xlabel=metric)
         ax.grid(alpha=0.3)
