@@ -67,6 +67,10 @@ def sort(frame: pd.DataFrame, by: str, *, ascending: bool = False) -> pd.DataFra
     return frame.sort_values(by, ascending=ascending, na_position="last", kind="stable", ignore_index=True)
 
 
+# Differing config values shown inside the table; more go into a table of their own, one column per run.
+INLINE_KEYS = 3
+
+
 def format_table(frame: pd.DataFrame, config_keys: list[str]) -> str:
     """The table as printed: the differing config values, each metric with its interval, the
     difference to the best baseline with its interval, return and trades."""
@@ -80,14 +84,19 @@ def format_table(frame: pd.DataFrame, config_keys: list[str]) -> str:
             return "-"
         return format_interval(*(row[f"{metric}_diff{part}"] for part in ("", "_low", "_high")), digits, "+")
 
-    shown = pd.DataFrame({"run": frame["run"], "kind": frame["kind"], **{k: frame[k].map(_value) for k in config_keys}})
+    inline = config_keys if len(config_keys) <= INLINE_KEYS else []
+    shown = pd.DataFrame({"run": frame["run"], "kind": frame["kind"], **{k: frame[k].map(_value) for k in inline}})
     for metric in INTERVAL_METRICS:
         digits = 2 if metric == "sharpe" else 4
         shown[metric] = [cell(row, metric, digits) for _, row in frame.iterrows()]
         shown[f"{metric} - baseline"] = [diff(row, metric, digits) for _, row in frame.iterrows()]
     shown["return %"] = frame["return_pct"].map(lambda v: f"{v:+.2f}")
     shown["trades"] = frame["trades"].map(lambda v: "-" if np.isnan(v) else f"{v:.0f}")
-    return shown.to_string(index=False)
+    text = shown.to_string(index=False)
+    if not inline and config_keys:
+        configs = pd.DataFrame({k: frame[k].map(_value).tolist() for k in config_keys}, index=frame["run"].tolist()).T
+        text += f"\nconfig values that differ ({len(config_keys)}), one column per run:\n{configs.to_string()}"
+    return text
 
 
 def _value(v):

@@ -47,6 +47,8 @@ def test_runs_side_by_side_sorted_skipping_what_is_not_a_complete_run(tmp_path, 
     real = table[table["run"] == "real"].iloc[0]
     assert real["accuracy_low"] < real["accuracy"] < real["accuracy_high"]  # a real run carries intervals
     assert "0.6000 [0.5800, 0.6200]" in text and "+0.1000 [+0.0700, +0.1300]" in text
+    # More than three differing values: a table of their own, one column per run.
+    assert "config values that differ" in text and "\ntrainer.lr " in text
     assert (tmp_path / "runs.png").stat().st_size > 5000
     by_sharpe = compare_runs(compose("runs", [f"path={tmp_path}", "sort=sharpe", "ascending=true",
                                               f"out_dir={tmp_path / 'out'}"]))
