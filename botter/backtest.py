@@ -34,6 +34,7 @@ A multi-symbol run (`backtest_predictions`) backtests each symbol on an equal sh
 adds the equity curves into one portfolio: no rebalancing between symbols, kept simple on purpose.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,7 +258,8 @@ def add_up(curves: list[pd.Series]) -> pd.Series:
     """The sum of separate accounts' curves on the union of their times: before its first time a curve
     counts with its first value, after its last with its last (the portfolio's rule; the paper
     account's too)."""
-    index = pd.DatetimeIndex(sorted(set().union(*(c.index for c in curves))))
+    # Index.union, not a Python set of Timestamps (1 s per 100,000 candles); the same index, sorted.
+    index = pd.DatetimeIndex(functools.reduce(pd.Index.union, (c.index for c in curves)), freq=None).rename(None)
     return sum(c.reindex(index).ffill().fillna(c.iloc[0]) for c in curves)
 
 

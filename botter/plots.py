@@ -115,9 +115,11 @@ def plot_equity(result: Result, path, *, title: str = "") -> None:
     top.plot(_utc(buy_hold.index), buy_hold, lw=1, color="tab:gray", alpha=0.8,
              label=f"buy & hold {s['Buy & Hold Return [%]']:+.2f} %")
     top.set_ylabel("equity (quote)")
-    top.set_title(f"{title}  ·  {s['# Trades']} trades, fees {s['Fees Paid']:.4g}, "
-                  f"Sharpe {s['Sharpe Ratio']:.2f}")
-    top.legend(loc="upper left")
+    # No annualised figure in the title: over a few days of candles they are extreme by definition.
+    share = s["Fees / Gross PnL [%]"]
+    costs = f"fees {share:.0f} % of the gross PnL" if np.isfinite(share) else "no gross profit before fees"
+    top.set_title(f"{title}  ·  {s['# Trades']} trades, fees {s['Fees Paid']:.4g} ({costs})")
+    top.legend(loc="best")
     top.grid(alpha=0.3)
     drawdown_panel(bottom, result.equity)
     save(fig, path)

@@ -121,10 +121,14 @@ def fail(path, error: BaseException) -> None:
 def read_meta(path) -> dict:
     """run.json of the folder `path` ({} where there is none)."""
     f = Path(path) / "run.json"
-    if not f.exists():
-        return {}
+    return _read_json(f) if f.exists() else {}
+
+
+def _read_json(f: Path) -> dict:
     try:
         return json.loads(f.read_text())
+    except FileNotFoundError:
+        raise BotterError(f"{f} is missing: the run folder is damaged") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BotterError(f"{f} is not valid JSON ({e}): the run folder is damaged") from e
 
@@ -162,9 +166,14 @@ class Run:
         return pd.read_parquet(self.path / "predictions.parquet")
 
     def metrics(self) -> dict:
-        """metrics.json: {"test": ..., "baselines": ..., "intervals": ..., "backtest": ...} ({} if absent)."""
-        f = self.path / "metrics.json"
-        return json.loads(f.read_text()) if f.exists() else {}
+        """metrics.json: the test metrics, the baselines, their intervals and the backtest's key figures."""
+        return _read_json(self.path / "metrics.json")
+
+    def backtest(self) -> dict:
+        """backtest/backtest.json, the backtest of the test split that the run wrote: {symbol or
+        "portfolio": {statistic: value}}; {} where there is none."""
+        f = self.path / "backtest" / "backtest.json"
+        return _read_json(f) if f.exists() else {}
 
     def table(self, name: str) -> pd.DataFrame:
         """A table the run wrote with `write_table` (folds.csv, training.csv)."""

@@ -89,7 +89,8 @@ def shown(stderr: str) -> list[str]:
 @pytest.mark.slow
 def test_every_console_script_answers_wrong_input_with_one_line(tiny_run, tmp_path):
     cases = [(script, argv) for script, entry in SCRIPTS.items()
-             for argv in wrong_command_lines(script, config_name(entry), {"run_dir": tiny_run, "path": tiny_run})]
+             for argv in wrong_command_lines(script, config_name(entry), {"run_dir": tiny_run, "path": tiny_run,
+                                                                                 "runs_dir": tiny_run.parent})]
     assert len(cases) >= 8 * len(SCRIPTS)
     folders = [tmp_path / str(i) for i in range(len(cases))]
     for folder in folders:

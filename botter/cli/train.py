@@ -35,7 +35,8 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
     dataset.check_splits(windows, assignment)
     train_w, val_w, test_w = (windows.take(assignment == i) for i in range(3))
     if rank == 0:
-        print(f"{len(windows)} windows of {len(candles)} symbols (market hours: {market_hours.describe(hours)}); "
+        print(f"{len(windows)} windows of {len(candles)} symbol{'s' * (len(candles) > 1)} "
+              f"(market hours: {market_hours.describe(hours)}); "
               "labelled windows per class and split:")
         print(dataset.class_balance(windows, assignment, d["classes"]).to_string())
         runs.start(out_dir, c, kind="train")

@@ -1,12 +1,13 @@
 """Synthetic candles with a planted, visible signal: proof that the pipeline learns what is there.
 
 The candles come in episodes of `ma - 1 + window + horizon + 1` consecutive candles, one missing
-candle between episodes: a gap, so the dataset keeps exactly one window per episode, the one ending
-at the pattern (the `ma - 1` candles before it feed the renderer's moving average). Each episode is a
-random walk (`noise`) whose last `pattern` candles of the window
-draw a V (down then up by `depth` per candle) before an up move, or its mirror, an inverted V,
-before a down move; the move lasts the `horizon + 1` candles after the window (`move` per candle,
-plus noise). The V's net change is zero, so the window's own return says nothing of the label.
+candle between episodes: a gap, so each episode has exactly one labelled window, the one ending at
+the pattern (the `ma - 1` candles before it feed the renderer's moving average); the `horizon + 1`
+windows after it are decided on too, but their label would read across the gap. The episodes make
+one random walk (`noise`) in which the last `pattern` candles of each window draw a V (down then up
+by `depth` per candle) before an up move, or its mirror, an inverted V, before a down move; the move
+lasts the `horizon + 1` candles after the window (`move` per candle, plus noise). The V's net change
+is zero, so the window's own return says nothing of the label.
 """
 
 import numpy as np
@@ -49,9 +50,10 @@ def planted_candles(
     drift[:, end - pattern : end] = np.where(up[:, None], v, -v)
     drift[:, end:] = np.where(up, move, -move)[:, None]
     steps = drift + rng.normal(0, noise, (episodes, length))  # (E, L) log return of each candle
-    level = np.exp(rng.uniform(-0.5, 0.5, (episodes, 1)))  # each episode at its own price level
-    close = level * np.exp(np.cumsum(steps, 1))  # (E, L)
-    open_ = np.concatenate([level, close[:, :-1]], 1)
+    # One price path: an episode opens at the close before its missing candle, so a position held
+    # across that gap sees an ordinary move, not a jump to another price level.
+    close = np.exp(np.cumsum(steps.ravel())).reshape(episodes, length)  # (E, L)
+    open_ = np.r_[1.0, close.ravel()[:-1]].reshape(episodes, length)
     wick = np.exp(np.abs(rng.normal(0, noise / 2, (2, episodes, length))))
     high = np.maximum(open_, close) * wick[0]
     low = np.minimum(open_, close) / wick[1]

@@ -43,18 +43,19 @@ def paper_dir(run_dir, name: str) -> Path:
 
 
 def replay_period(run: Run, symbol: str, candles: pd.DataFrame, start=None, end=None) -> tuple:
-    """First and last candle (inclusive) to replay. Without start, the run's test period of
-    `symbol` (out of sample): from its first test decision, up to `end` or to the candle that fills
-    its last test decision."""
-    if start is not None:
-        return start, end
-    test = run.test_period(symbol)
-    if test is None:
-        raise BotterError(f"the run has no test period for {symbol}: give feed.start= (and feed.end=)")
+    """First and last candle (inclusive) to replay for decisions at open times in [start, end), as
+    botter-backtest's period: the candle that fills the last decision is replayed too. Without
+    start, from the run's test period of `symbol` (out of sample); without end, to the end of it."""
+    if start is None:
+        test = run.test_period(symbol)
+        if test is None:
+            raise BotterError(f"the run has no test period for {symbol}: give feed.start= (and feed.end=)")
+        start = test[0]
+        end = end if end is not None else test[1] + pd.Timedelta(1, "ms")
     if end is None:
-        last = candles.index.searchsorted(test[1])
-        end = candles.index[min(last + 1, len(candles) - 1)]
-    return test[0], end
+        return start, None
+    fills = candles.index.searchsorted(pd.Timestamp(to_ms(end), unit="ms", tz="UTC"))
+    return start, candles.index[min(fills, len(candles) - 1)]
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""botter-dashboard: a local web page over run folders and their paper runs (read-only)."""
