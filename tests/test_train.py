@@ -75,6 +75,9 @@ def test_planted_run_learns_and_writes_the_run_folder(tmp_path):
     result = _planted_run(tmp_path, ["trainer.max_epochs=3"])
     assert result["test"]["accuracy"] >= 0.95
     assert result["baselines"]["majority"]["accuracy"] < 0.7
+    for metric in ("accuracy", "roc_auc"):  # 90 test windows are enough to tell it from chance
+        assert result["intervals"][metric]["low"] > 0.5 and result["intervals"][metric]["verdict"] == "better"
+    assert result["backtest"]["# Trades"] >= 0 and "Sharpe Ratio" in result["backtest"]
     run = tmp_path / "run"
     for name in ("config.yaml", "run.json", "model.pt", "last.pt", "best.pt", "metrics.csv", "metrics.json",
                  "curves.png", "predictions.parquet"):
@@ -177,6 +180,9 @@ def test_ddp_two_cpu_processes_stop_early_together_and_a_sweep(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     lrs = sorted(OmegaConf.load(p).trainer.lr for p in (tmp_path / "sweep").glob("*/config.yaml"))
     assert lrs == [3e-4, 1e-3] and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+    # The sweep ends with botter-runs' table of its runs (hydra.callbacks in configs/train.yaml).
+    assert f"2 run(s) under {tmp_path / 'sweep'}, sorted by accuracy" in sweep.stdout and "trainer.lr" in sweep.stdout
+    assert len(pd.read_csv(tmp_path / "sweep" / "runs.csv")) == 2
 
 
 def _files(run: Path) -> dict:
