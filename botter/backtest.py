@@ -277,8 +277,9 @@ def check_costs(fee, slippage_bps, size, cash=None) -> None:
     share it). cash: a starting cash, checked when given (a running account's cash is not a setting)."""
     if not 0 <= fee < 1:
         raise BotterError(f"fee={fee} must be a fraction per side in [0, 1) (0.001 = 0.1 %)")
-    if slippage_bps < 0:
-        raise BotterError(f"slippage_bps={slippage_bps} must be >= 0 (basis points against the trader)")
+    if not 0 <= slippage_bps < 10_000:
+        raise BotterError(f"slippage_bps={slippage_bps} must be in [0, 10000) (basis points against the trader: "
+                          "10000 would make a fill price zero)")
     if not 0 < size <= 1:
         raise BotterError(f"size={size} must be a fraction of equity in (0, 1]")
     if cash is not None and not cash > 0:

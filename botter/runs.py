@@ -1,14 +1,17 @@
 """The run folder: the one module that writes and reads it.
 
-A run folder (botter-train's; botter-walkforward's adds its folds) holds:
+A run folder (botter-train's, kind "train"; botter-walkforward's, kind "walkforward") holds:
 
     config.yaml          the resolved config it was made with
     run.json             what it is: kind, status (running / complete), symbols, timeframe, market
                          hours, the periods per symbol it was fitted on (train) and early-stopped
                          on (val), its test periods, and how its predictions were computed
     model.pt             the model(s): plain tensors and numbers, loaded without running any code
-    predictions.parquet  time, symbol, p_<class>..., label (<NA> where unknown)
-    metrics.json         test metrics, baselines and their intervals
+                         (a walk-forward run's: its last fold's ensemble)
+    predictions.parquet  time, symbol, p_<class>..., label (<NA> where unknown); a walk-forward
+                         run's: every fold's test predictions (out of sample), with a fold column
+    metrics.json         test metrics, baselines, their intervals and the backtest's key figures
+    *.csv                a walk-forward run's tables: folds.csv (per fold), training.csv (per member and epoch)
     last.pt, best.pt     training checkpoints (resume)
     backtest/            the report botter-train wrote; backtests/<name>/ the ones botter-backtest did
     paper/<name>/        paper runs of its model
@@ -19,6 +22,7 @@ weights_only=True)`), so a run folder someone sent you is safe to open.
 """
 
 import json
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -101,6 +105,12 @@ def finish(path, *, predictions: pd.DataFrame, metrics: dict, **meta) -> None:
     _write_meta(path, done)
 
 
+def write_table(path, name: str, frame: pd.DataFrame) -> None:
+    """Write the table `name` (like "folds.csv") of the run in folder `path`, atomically."""
+    with atomic_path(Path(path) / name) as tmp:
+        frame.to_csv(tmp)
+
+
 def fail(path, error: BaseException) -> None:
     """Mark the run in `path` as failed (or interrupted), saying why: never taken for a finished one."""
     status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -156,7 +166,7 @@ class Run:
         return pd.read_parquet(self.path / "predictions.parquet")
 
     def metrics(self) -> dict:
-        """metrics.json: the test metrics, the baselines and their intervals."""
+        """metrics.json: the test metrics, the baselines, their intervals and the backtest's key figures."""
         return _read_json(self.path / "metrics.json")
 
     def backtest(self) -> dict:
@@ -164,6 +174,10 @@ class Run:
         "portfolio": {statistic: value}}; {} where there is none."""
         f = self.path / "backtest" / "backtest.json"
         return _read_json(f) if f.exists() else {}
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A table the run wrote with `write_table` (folds.csv, training.csv)."""
+        return pd.read_csv(self.path / name, index_col=0)
 
     def model(self) -> dict:
         """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load)."""
@@ -227,3 +241,20 @@ def open_run(path) -> Run:
                           "train it again")
     config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
     return Run(path, meta, config)
+
+
+def find(path) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """The complete runs in the folders under `path` (itself included), and the folders skipped with
+    why: run folders that did not finish or cannot be read, and Hydra job folders without a run.
+    A run folder's own sub-folders (backtests, paper runs) are not searched."""
+    found, skipped = [], []
+    for folder, subfolders, files in os.walk(path):
+        subfolders.sort()
+        if "run.json" not in files and ".hydra" not in subfolders:
+            continue
+        subfolders.clear()
+        try:
+            found.append(open_run(folder))
+        except BotterError as e:
+            skipped.append((Path(folder), str(e)))
+    return found, skipped

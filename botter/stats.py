@@ -23,11 +23,19 @@ shows the same sum as Commissions [$]), Turnover [x] and Fees / Gross PnL [%] (s
 import numpy as np
 import pandas as pd
 
+# Equity within this fraction of its peak is at the peak: the cash after an exit at the price the
+# position was last marked at can differ from that mark in the last bit (two ways of summing), and
+# such a float tie must not open a drawdown period (backtesting.py's own arithmetic gets an exact 0).
+PEAK_TOLERANCE = 1e-12
+
 
 def drawdown(equity) -> np.ndarray:
-    """Drawdown per candle as a fraction >= 0: 1 - equity / its running peak."""
+    """Drawdown per candle as a fraction >= 0: 1 - equity / its running peak (0 within
+    PEAK_TOLERANCE of the peak)."""
     eq = np.asarray(equity, dtype=np.float64)
-    return 1 - eq / np.maximum.accumulate(eq)
+    dd = 1 - eq / np.maximum.accumulate(eq)
+    dd[np.abs(dd) < PEAK_TOLERANCE] = 0.0
+    return dd
 
 
 def max_drawdown(equity) -> float:
@@ -58,17 +66,15 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, buy_hold: pd.Series) 
     """
     index = equity.index
     eq = equity.to_numpy(np.float64)
-    period = pd.Series(index[-100:]).diff().dropna().median()  # the candle timeframe, as backtesting.py infers it
+    period = candle_period(index)
     dd = drawdown(eq)
     dd_peaks, dd_durations = _drawdown_periods(dd, index)
-    day_returns, per_year = _period_returns(equity, period)
-    g = _geometric_mean(day_returns)
+    day_returns, per_year = period_returns(equity)
+    ann_return, volatility = annualized(day_returns.to_numpy(), per_year)
     duration = index[-1] - index[0]
     years = (duration.days + duration.seconds / 86400) / 365.25
     final = eq[-1]
     with np.errstate(all="ignore"):  # short or ruined curves: the formulas give inf or NaN, say so
-        ann_return = (1 + g) ** per_year - 1
-        volatility = np.sqrt((day_returns.var(ddof=1) + (1 + g) ** 2) ** per_year - (1 + g) ** (2 * per_year))
         downside = np.sqrt(np.mean(day_returns.clip(upper=0) ** 2)) * np.sqrt(per_year)
         sortino = np.float64(ann_return) / downside
         cagr = (final / eq[0]) ** (1 / years) - 1 if years else np.nan
@@ -102,7 +108,7 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, buy_hold: pd.Series) 
         "Return (Ann.) [%]": ann_return * 100,
         "Volatility (Ann.) [%]": volatility * 100,
         "CAGR [%]": cagr * 100,
-        "Sharpe Ratio": ann_return / (volatility or np.nan),
+        "Sharpe Ratio": sharpe_ratio(ann_return, volatility),
         "Sortino Ratio": sortino,
         "Calmar Ratio": ann_return / (max_dd or np.nan),
         "Alpha [%]": ret - beta * bh_ret,
@@ -129,23 +135,52 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, buy_hold: pd.Series) 
     return pd.Series(s, dtype=object)
 
 
-def _period_returns(equity: pd.Series, period: pd.Timedelta) -> tuple[pd.Series, int]:
-    """Returns of the equity resampled to days (weeks, months, years for candles that long) and how
-    many such periods make a year: 252 days when the candles leave out weekends, else 365."""
+def candle_period(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The candle timeframe, as backtesting.py infers it: the median spacing of the last 100 times."""
+    return pd.Series(index[-100:]).diff().dropna().median()
+
+
+def period_returns(equity):
+    """(returns, per_year): the returns of the equity resampled to days (weeks, months, years for
+    candles that long) and how many such periods make a year: 252 days when the candles leave out
+    weekends, else 365. equity: a Series, or a DataFrame of curves on one index (one column each;
+    a curve at 0 after a ruin has NaN returns there, left out of `annualized` like dropped ones)."""
     index = equity.index
-    days = period.days
+    days = candle_period(index).days
     weekends = index.day_of_week.to_series().between(5, 6).mean() > 2 / 7 * 0.6
     per_year = {7: 52, 31: 12, 365: 1}.get(days, 365 if weekends else 252)
     freq = {7: "W", 31: "ME", 365: "YE"}.get(days, "D")
-    return equity.resample(freq).last().dropna().pct_change().dropna(), per_year
+    return equity.resample(freq).last().dropna(how="all").pct_change().dropna(how="all"), per_year
 
 
-def _geometric_mean(returns: pd.Series) -> float:
-    """Mean compounded return; a missing return counts as 0, and any return of -100 % or worse gives 0."""
-    growth = returns.fillna(0).to_numpy(np.float64) + 1
-    if np.any(growth <= 0):
-        return 0.0
-    return np.exp(np.log(growth).sum() / (len(growth) or np.nan)) - 1
+def annualized(returns, per_year: int) -> tuple:
+    """(Return (Ann.), Volatility (Ann.)) as fractions, from `period_returns`' returns along the last
+    axis (one curve per row; NaN returns left out): the compounded geometric mean, and volatility by
+    backtesting.py's compounded-variance formula."""
+    r = np.asarray(returns, dtype=np.float64)
+    g = _geometric_mean(r)
+    n = (~np.isnan(r)).sum(-1)
+    with np.errstate(all="ignore"):  # short or ruined curves: inf or NaN, as backtesting.py gives
+        var = np.nansum((r - np.nansum(r, -1, keepdims=True) / n[..., None]) ** 2, -1) / (n - 1)
+        ann = (1 + g) ** per_year - 1
+        return ann, np.sqrt((var + (1 + g) ** 2) ** per_year - (1 + g) ** (2 * per_year))
+
+
+def sharpe_ratio(ann_return, volatility):
+    """Sharpe Ratio: Return (Ann.) / Volatility (Ann.), risk-free rate 0; NaN where the volatility is 0
+    (arrays element-wise)."""
+    with np.errstate(all="ignore"):
+        return np.where(volatility == 0, np.nan, ann_return / np.where(volatility == 0, 1, volatility))[()]
+
+
+def _geometric_mean(returns):
+    """Mean compounded return along the last axis; a missing return counts as 0, and any return of
+    -100 % or worse gives 0."""
+    r = np.asarray(returns, dtype=np.float64)
+    growth = np.where(np.isnan(r), 0, r) + 1
+    with np.errstate(all="ignore"):
+        g = np.exp(np.log(growth).sum(-1) / (growth.shape[-1] or np.nan)) - 1
+    return np.where((growth <= 0).any(-1), 0.0, g)[()]
 
 
 def _exposed(index: pd.DatetimeIndex, trades: pd.DataFrame) -> np.ndarray:

@@ -9,6 +9,7 @@ rank 0 scores the validation split and its early-stopping decision is broadcast 
 `python -m botter.train ...` runs the botter-train Hydra app.
 """
 
+import hashlib
 import math
 import os
 import time
@@ -77,11 +78,17 @@ def setup_distributed(dev: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def fingerprint(config: dict) -> dict:
-    """What shaped a checkpoint: the data, render, model and dataset config and the trainer
-    settings except those free to change on resume (RESUME_FREE)."""
+def fingerprint(config: dict, candles: dict[str, pd.DataFrame]) -> dict:
+    """What shaped a checkpoint: the data, render, model and dataset config, the trainer settings
+    except those free to change on resume (RESUME_FREE), and the candles themselves (a hash per
+    symbol: another store, or one edited or backfilled since, is other data under the same config)."""
     trainer = {k: v for k, v in config["trainer"].items() if k not in RESUME_FREE}
-    return {k: config[k] for k in ("data", "render", "model", "dataset")} | {"trainer": trainer}
+    digests = {}
+    for symbol, df in candles.items():
+        h = hashlib.sha256(df.index.as_unit("ms").asi8.tobytes())
+        h.update(np.ascontiguousarray(df[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)).tobytes())
+        digests[symbol] = f"{len(df)} candles {df.index[0]} .. {df.index[-1]}, sha256 {h.hexdigest()[:16]}"
+    return {k: config[k] for k in ("data", "render", "model", "dataset")} | {"trainer": trainer, "candles": digests}
 
 
 def check_resume(out_dir, expected: dict) -> dict | None:

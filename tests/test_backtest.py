@@ -282,7 +282,8 @@ def test_backtest_predictions_on_two_sample_symbols():
 
 
 @pytest.mark.parametrize("kw,match", [({"fee": -0.1}, "fee"), ({"size": 1.5}, "size"),
-                                      ({"slippage_bps": -1}, "slippage"), ({"cash": 0}, "cash")])
+                                      ({"slippage_bps": -1}, "slippage"), ({"slippage_bps": 10_000}, "would make a fill price zero"),
+                                      ({"cash": 0}, "cash")])
 def test_bad_costs_raise(kw, match):
     with pytest.raises(BotterError, match=match):
         backtest(candles([1, 2], [1, 2]), [0, 0], **{**COSTS, **kw})

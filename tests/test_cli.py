@@ -14,6 +14,10 @@ BIN = Path(sys.executable).parent
     [
         (["botter-backtest"], "run_dir has no value: give it on the command line (run_dir=...)"),
         (["botter-train", "model=nope"], "model=nope is not an option of model; options: jkx20, seed, small"),
+        (["botter-walkforward", "walkforward=nope"],
+         "walkforward=nope is not an option of walkforward; options: anchored, rolling"),
+        (["botter-runs"], "path has no value: give it on the command line (path=...)"),
+        (["botter-runs", "path=nowhere"], "path=nowhere is not a folder"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, argv, says):

@@ -11,7 +11,8 @@ from botter.model import build_model
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # The command whose config uses each group; run_dir stands in for the ??? a user must give.
 ENTRY = {"data": "train", "render": "train", "model": "train", "trainer": "train", "exchange": "fetch",
-         "paths": "train", "backtest": "backtest", "feed": "paper", "experiment": "train", "validate": "fetch"}
+         "paths": "train", "backtest": "backtest", "feed": "paper", "experiment": "train", "validate": "fetch",
+         "bootstrap": "train", "walkforward": "walkforward"}
 OPTIONS = sorted((p.parent.name, p.stem) for p in CONFIGS.glob("*/*.yaml"))
 
 

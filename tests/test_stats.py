@@ -260,3 +260,18 @@ def test_where_no_drawdown_period_counts_the_durations_are_nat():
     assert theirs["Max. Drawdown Duration"] == pytest.approx(4 / 104)
     for key in ("Max. Drawdown [%]", "Avg. Drawdown [%]"):
         assert ours[key] == pytest.approx(theirs[key]) == pytest.approx(-400 / 104)
+
+
+def test_an_exit_at_the_marked_price_is_no_drawdown():
+    """Fee 0: the cash after an exit at the price the position was marked at equals that mark, but
+    for the last bit; the flat stretch after it must not be a drawdown (a case found where Avg.
+    Drawdown differed from backtesting.py's before the tie was settled)."""
+    candles = flat_last(load_sample("ETH/BTC").loc["2018-01-15 07:35":"2018-01-25 07:50"])
+    n = len(candles)
+    rng = np.random.default_rng(18)
+    target = np.repeat(rng.integers(-1, 2, n), rng.integers(3, 30, n))[:n]
+    target[0] = 0
+    ours = backtest(candles, target, fee=0.0, slippage_bps=0.0, size=1.0, cash=CASH).stats
+    theirs = backtesting_py(candles, target, fee=0.0, size=1.0)
+    for key in ("Avg. Drawdown [%]", "Avg. Drawdown Duration", "Max. Drawdown [%]", "Max. Drawdown Duration"):
+        assert_same_figure(ours[key], theirs[key], key)

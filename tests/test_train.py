@@ -75,6 +75,9 @@ def test_planted_run_learns_and_writes_the_run_folder(tmp_path):
     result = _planted_run(tmp_path, ["trainer.max_epochs=3"])
     assert result["test"]["accuracy"] >= 0.95
     assert result["baselines"]["majority"]["accuracy"] < 0.7
+    for metric in ("accuracy", "roc_auc"):  # 90 test windows are enough to tell it from chance
+        assert result["intervals"][metric]["low"] > 0.5 and result["intervals"][metric]["verdict"] == "better"
+    assert result["backtest"]["# Trades"] >= 0 and "Sharpe Ratio" in result["backtest"]
     run = tmp_path / "run"
     for name in ("config.yaml", "run.json", "model.pt", "last.pt", "best.pt", "metrics.csv", "metrics.json",
                  "curves.png", "predictions.parquet"):
@@ -177,6 +180,9 @@ def test_ddp_two_cpu_processes_stop_early_together_and_a_sweep(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     lrs = sorted(OmegaConf.load(p).trainer.lr for p in (tmp_path / "sweep").glob("*/config.yaml"))
     assert lrs == [3e-4, 1e-3] and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+    # The sweep ends with botter-runs' table of its runs (hydra.callbacks in configs/train.yaml).
+    assert f"2 run(s) under {tmp_path / 'sweep'}, sorted by accuracy" in sweep.stdout and "trainer.lr" in sweep.stdout
+    assert len(pd.read_csv(tmp_path / "sweep" / "runs.csv")) == 2
 
 
 def _files(run: Path) -> dict:
@@ -238,3 +244,22 @@ def test_charts_drawn_in_the_step_train_exactly_like_charts_rendered_up_front(tm
                         inference.probabilities([fitted.model], windows.take(a == 2))))
     pd.testing.assert_frame_equal(results[0][0], results[1][0], check_exact=True)
     assert np.array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_candles_under_the_same_config(tmp_path):
+    from botter.data import load_sample, store_path
+    from botter.data.store import append_store
+
+    eth = load_sample("ETH/BTC").iloc[:1500]
+    for name, candles in (("a", eth), ("b", eth.iloc[:1400])):  # b: the same market, fewer candles
+        append_store(store_path(tmp_path / name, "binance", "ETH/BTC", "5m"), candles)
+    args = ["data=store", "data.symbols=[ETH/BTC]", "data.timeframe=5m", "trainer.max_epochs=1", "trainer.device=cpu",
+            "trainer.progress=false", "model.layers=[{type:Conv2d,out_channels:4,kernel_size:5,stride:2},{type:ReLU}]"]
+    train_run = [*args, f"paths.data_dir={tmp_path / 'a'}"]
+    _train(compose("train", train_run), out_dir=tmp_path / "run")
+    before = _files(tmp_path / "run")
+    with pytest.raises(BotterError, match=r"other settings \(candles.ETH/BTC: checkpoint '1500 candles"):
+        _train(compose("train", [*args, f"paths.data_dir={tmp_path / 'b'}", "trainer.resume=true"]),
+               out_dir=tmp_path / "run")
+    assert _files(tmp_path / "run") == before

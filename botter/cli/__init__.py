@@ -344,6 +344,32 @@ def load_candles(d: dict, data_dir) -> dict:
                 end=d["end"], data_dir=data_dir, **d.get("params", {}))
 
 
+def build_windows(c: dict, *, progress: bool, candles: dict | None = None):
+    """(candles, hours, windows) of a resolved train or walkforward config: the candles of its data
+    (loaded unless given), the market hours (data.hours resolved) and every decidable window
+    (botter.dataset.build)."""
+    from botter import dataset
+    from botter.data import hours as market_hours
+
+    d, ds = c["data"], c["dataset"]
+    if candles is None:
+        candles = load_candles(d, c["paths"]["data_dir"])
+    hours = market_hours.resolve(d["hours"], candles, d["timeframe"])
+    windows = dataset.build(
+        candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],
+        render=c["render"], hours=hours, flat_threshold=ds["flat_threshold"],
+        cache_dir=c["paths"]["cache_dir"] if ds["cache"] else None, progress=progress,
+    )
+    return candles, hours, windows
+
+
+def model_info(c: dict, hours) -> dict:
+    """What a run's model reads (model.pt's info: botter.inference.Predictor), from its resolved config."""
+    d = c["data"]
+    return {"render": c["render"], "timeframe": d["timeframe"], "hours": hours,
+            "flat_threshold": c["dataset"]["flat_threshold"], **{k: d[k] for k in ("window", "horizon", "classes")}}
+
+
 def signal_settings(backtest_cfg: dict, horizon: int) -> dict:
     """The backtest config with min_hold filled in: null holds each position for the label's horizon
     (the model forecasts the return of a position held that long)."""

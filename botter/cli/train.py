@@ -4,7 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from botter.cli import app, load_candles, report_backtest, signal_settings
+from botter.cli import app, build_windows, load_candles, model_info, report_backtest, signal_settings
 
 
 def main() -> None:
@@ -17,9 +17,8 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from botter import dataset, runs
+    from botter import dataset, evaluate, runs
     from botter.data import hours as market_hours
-    from botter.evaluate import baselines, format_table, metrics
     from botter.inference import PRECISION, predictions_frame, probabilities
     from botter.train import check_resume, fingerprint, fit, pick_device, setup_distributed
 
@@ -27,16 +26,11 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
     d, ds, r, t = c["data"], c["dataset"], c["render"], c["trainer"]
     out_dir = Path(out_dir or HydraConfig.get().runtime.output_dir)
     rank, _ = setup_distributed(pick_device(t["device"]))
-    expected = fingerprint(c)
+    candles = load_candles(d, c["paths"]["data_dir"])
+    expected = fingerprint(c, candles)
     if t["resume"]:
         check_resume(out_dir, expected)  # before anything is written
-    candles = load_candles(d, c["paths"]["data_dir"])
-    hours = market_hours.resolve(d["hours"], candles, d["timeframe"])
-    windows = dataset.build(
-        candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],
-        render=r, hours=hours, flat_threshold=ds["flat_threshold"],
-        cache_dir=c["paths"]["cache_dir"] if ds["cache"] else None, progress=t["progress"] and rank == 0,
-    )
+    candles, hours, windows = build_windows(c, progress=t["progress"] and rank == 0, candles=candles)
     split = {k: v for k, v in ds["split"].items() if k != "purge"}
     assignment = dataset.split(windows.times, windows.exits(ds["split"]["purge"]), **split)
     dataset.check_splits(windows, assignment)
@@ -53,24 +47,30 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
                      fingerprint=expected, **t)
         if fitted is None:  # not rank 0
             return {}
-        info = {"render": r, "timeframe": d["timeframe"], "hours": hours, "flat_threshold": ds["flat_threshold"],
-                **{k: d[k] for k in ("window", "horizon", "classes")}}
-        runs.save_model(out_dir, state_dicts=[fitted.model.state_dict()], model_kwargs=model_kwargs, info=info)
+        runs.save_model(out_dir, state_dicts=[fitted.model.state_dict()], model_kwargs=model_kwargs,
+                        info=model_info(c, hours))
         device = next(fitted.model.parameters()).device
         probs = probabilities([fitted.model], test_w, device=device, progress=t["progress"])
         predictions = predictions_frame(test_w, probs, d["classes"])
         known = test_w.labels >= 0
+        labels = test_w.labels[known].astype(int)
+        base = evaluate.baseline_predictions(train_w.labelled(), test_w.labelled(), classes=d["classes"],
+                                             flat_threshold=ds["flat_threshold"])
         result = {
-            "test": metrics(test_w.labels[known].astype(int), probs[known]),
-            "baselines": baselines(train_w.labelled(), test_w.labelled(), classes=d["classes"],
-                                   flat_threshold=ds["flat_threshold"]),
+            "test": evaluate.metrics(labels, probs[known]),
+            "baselines": evaluate.score_baselines(labels, base),
             "best_epoch": fitted.best_epoch,
             "epochs": len(fitted.history),
             "test_windows": {"decided": len(test_w), "labelled": int(known.sum())},
         }
         print(f"test split ({known.sum()} labelled of {len(test_w)} decided windows), model beside the baselines:\n"
-              f"{format_table(result)}")
-        report_backtest(predictions, candles, signal_settings(c["backtest"], d["horizon"]), out_dir / "backtest")
+              f"{evaluate.format_table(result)}")
+        bt = report_backtest(predictions, candles, signal_settings(c["backtest"], d["horizon"]), out_dir / "backtest")
+        result["backtest"] = evaluate.backtest_figures(bt["portfolio"].stats)
+        result["intervals"] = evaluate.bootstrap(test_w.times[known], labels, probs[known], base,
+                                                 horizon=d["horizon"], equity=bt["portfolio"].equity,
+                                                 buy_hold=bt["portfolio"].buy_hold, **c["bootstrap"])
+        print(evaluate.format_intervals(result["intervals"]))
         runs.finish(out_dir, predictions=predictions, metrics=result, symbols=list(candles), timeframe=d["timeframe"],
                     hours=hours, periods=dataset.periods(windows, assignment),
                     predictions_precision={"device": device.type, "dtype": PRECISION},

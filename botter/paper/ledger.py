@@ -272,7 +272,11 @@ class Ledger:
 
     def _check_meta(self, meta: dict) -> None:
         stored = self.meta()
-        if not stored or self.last_time() is None:  # nothing traded yet: the settings are free to change
+        if not stored and self.last_time() is not None:
+            raise BotterError(f"the paper ledger {self.path} holds candles but not the settings they were traded "
+                              "under (its meta table is empty): it was altered; restore it from a copy or give "
+                              "this run another name=")
+        if self.last_time() is None:  # nothing traded yet: the settings are free to change
             with self._transaction():
                 self.db.execute("DELETE FROM meta")
                 self._write_meta(meta)
@@ -297,7 +301,12 @@ class Ledger:
     def meta(self) -> dict:
         """The settings the ledger was made with."""
         with self._trouble():
-            return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+            rows = self.db.execute("SELECT key, value FROM meta").fetchall()
+        try:
+            return {k: json.loads(v) for k, v in rows}
+        except (json.JSONDecodeError, TypeError) as e:
+            raise BotterError(f"the paper ledger {self.path} has damaged settings (meta: {e}): restore it from a "
+                              "copy or give this run another name=") from e
 
     def symbols(self) -> list[str]:
         """The symbols the ledger trades (its settings' `symbols`, else those it has candles of)."""

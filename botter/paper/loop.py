@@ -24,6 +24,7 @@ import pandas as pd
 
 from botter.backtest import check_costs
 from botter.data.candles import from_rows
+from botter.errors import BotterError
 from botter.inference import Predictor
 from botter.paper.broker import Broker
 from botter.paper.ledger import Ledger, State, Step
@@ -104,11 +105,14 @@ def resume(ledger: Ledger, predictor: Predictor, symbols: list[str], *, signals:
     return traders
 
 
-def run(feed, traders: dict[str, Trader], ledger: Ledger, *, stop: threading.Event | None = None) -> int:
+def run(feed, traders: dict[str, Trader], ledger: Ledger, *, stop: threading.Event | None = None,
+        fitted: dict | None = None) -> int:
     """Trade every candle time `feed` hands on after the ledger's last one; returns how many were traded.
 
     feed: a botter.paper.feeds feed (Replay, Poll). Ends when the feed ends or `stop` is set
-    (checked after each recorded candle time and inside the feed's waits).
+    (checked after each recorded candle time and inside the feed's waits). fitted: {symbol: (start,
+    end)} epoch ms of what the model was fitted on; a candle of a symbol in it stops the run with a
+    BotterError before it is recorded (a live feed whose exchange clock lies in the training period).
     """
     stop = stop or threading.Event()
     last = ledger.last_time()
@@ -124,6 +128,11 @@ def run(feed, traders: dict[str, Trader], ledger: Ledger, *, stop: threading.Eve
             continue  # recorded already: a feed may hand a candle time on twice
         steps = []
         for symbol, row in batch.rows.items():
+            span = (fitted or {}).get(symbol)
+            if span is not None and span[0] <= batch.time < span[1]:
+                raise BotterError(f"the feed hands on a {symbol} candle of {pd.Timestamp(batch.time, unit='ms', tz='UTC')}, "
+                                  "inside the period the model was fitted on: a live run trades after it (replay "
+                                  "that period with feed=replay allow_in_sample=true to see it, marked IN-SAMPLE)")
             windows[symbol].append(row)
             steps.append(traders[symbol].step(windows[symbol]))
         for skip in batch.skipped:

@@ -47,7 +47,7 @@ def summary(ledger: Ledger) -> pd.DataFrame:
     bars, fills, skipped = (ledger.table(n) for n in ("bars", "fills", "skipped"))
     lines = curves(ledger)
     share = float(meta["cash"]) / len(symbols) if "cash" in meta else None
-    common = {"Feed": meta.get("feed"), "Sample": meta.get("sample", "out-of-sample")}
+    common = {"Feed": meta.get("feed"), "Sample": meta.get("sample", "unknown (an older ledger: resume it to check)")}
     columns = {}
     for symbol in symbols:
         b, f, state = bars[bars["symbol"] == symbol], fills[fills["symbol"] == symbol], states.get(symbol)
@@ -112,7 +112,8 @@ def plot_equity(ledger: Ledger, path) -> None:
     lane.set_yticks([0, 1], ["sell", "buy"])
     lane.grid(axis="x", alpha=0.3)
     ax.set_ylabel("equity (quote)")
-    ax.set_title(f"paper {meta['feed']}: {', '.join(ledger.symbols())} {meta['timeframe']}, {len(equity)} candles, "
+    mark = "IN-SAMPLE · " if meta.get("sample") == "IN-SAMPLE" else ""
+    ax.set_title(f"{mark}paper {meta['feed']}: {', '.join(ledger.symbols())} {meta['timeframe']}, {len(equity)} candles, "
                  f"{len(fills)} fills, last {equity.index[-1]:%Y-%m-%d %H:%M} UTC")
     ax.legend(handles=ax.get_legend_handles_labels()[0] + marks, loc="best", fontsize=8)
     ax.grid(alpha=0.3)

@@ -39,7 +39,20 @@ def paper_dir(run_dir, name: str) -> Path:
     if name in ("", ".", "..") or Path(name).name != name or "\\" in name or "/" in name:
         raise BotterError(f"name={name!r} must be a plain folder name (no / and no ..): a paper run lives in "
                           f"{Path(run_dir) / 'paper'}/<name>/")
-    return Path(run_dir) / "paper" / name
+    folder = Path(run_dir) / "paper" / name
+    if folder.is_symlink() or (Path(run_dir) / "paper").is_symlink():
+        raise BotterError(f"{folder} is a symbolic link: a paper run lives in its training run's own folder; "
+                          "remove the link or give another name=")
+    return folder
+
+
+def recorded(path: Path) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """{symbol: (first, last) candle} a ledger holds already ({} where there is none yet)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    with Ledger(path, readonly=True) as ledger:
+        bars = ledger.table("bars")
+    return {s: (t.min(), t.max()) for s, t in bars.groupby("symbol")["time"]}
 
 
 def replay_period(run: Run, symbol: str, candles: pd.DataFrame, start=None, end=None) -> tuple:
@@ -155,9 +168,14 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
         sandbox = False
     elif feed["name"] == "ccxt":
         source, exchange_id, sandbox = "exchange", exchange.get("id", "binance"), bool(exchange.get("sandbox", False))
+        # A live run is out of sample by its clock; each candle is checked against the fitted
+        # period all the same (`fitted` below), as the exchange's clock, not ours, dates them.
         decisions = dict.fromkeys(symbols, (pd.Timestamp.now(tz="UTC"),) * 2)
     else:
         raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
+    for symbol, (first, last) in recorded(folder / "ledger.sqlite").items():  # what a resumed ledger holds
+        if symbol in decisions:
+            decisions[symbol] = (min(first, pd.Timestamp(decisions[symbol][0])), max(last, pd.Timestamp(decisions[symbol][1])))
     in_sample = run.guard(decisions, allow=allow_in_sample, what="this paper run")
     # Everything that makes the run what it is: a ledger resumes only under the same.
     meta = {"symbols": symbols, "timeframe": info["timeframe"], "feed": feed["name"], "source": source,
@@ -181,9 +199,13 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
             candle_feed = Poll(ex, symbols, info["timeframe"], policy=validate, stop=stop,
                                **{k: feed[k] for k in POLL_KEYS})
         last = ledger.last_time()
-        log.info("paper run %s: %s %s on the %s feed, %s", folder, ", ".join(symbols), info["timeframe"],
-                 feed["name"], "new" if last is None else f"resuming after {pd.Timestamp(last, unit='ms', tz='UTC')}")
-        n = loop.run(candle_feed, traders, ledger, stop=stop)
+        log.info("paper run %s: %s %s on the %s feed, %s, %s", folder, ", ".join(symbols), info["timeframe"],
+                 feed["name"], meta["sample"],
+                 "new" if last is None else f"resuming after {pd.Timestamp(last, unit='ms', tz='UTC')}")
+        fitted = None
+        if not in_sample:
+            fitted = {s: tuple(int(t.value // 1_000_000) for t in run.fitted(s)) for s in symbols if run.fitted(s)}
+        n = loop.run(candle_feed, traders, ledger, stop=stop, fitted=fitted)
         log.info("%d candle times traded", n)
         return summary(ledger)
 
@@ -197,6 +219,9 @@ def status(run_dir, name: str) -> tuple[pd.Series, Path]:
     with Ledger(path, readonly=True) as ledger:
         if ledger.last_time() is None:
             raise BotterError(f"the paper run {name!r} has not traded a candle yet: run it first")
+        if "cash" not in ledger.meta():
+            raise BotterError(f"the paper ledger {path} holds candles but not the settings they were traded under "
+                              "(its meta table was altered): restore it from a copy")
         png = path.parent / "equity.png"
         plot_equity(ledger, png)
         return summary(ledger), png
