@@ -1,6 +1,9 @@
 """Fetching from a real ccxt.binance pointed at the local fake Binance server (no internet)."""
 
+import re
+
 import ccxt
+import numpy as np
 import pandas as pd
 import pytest
 from exchange_server import ExchangeServer
@@ -8,8 +11,8 @@ from exchange_server import ExchangeServer
 from botter.config import compose
 from botter.data import load_candles, load_sample, store_path
 from botter.data.candles import to_ms
-from botter.data.fetch import call, fetch_to_store, make_exchange, retry_after
-from botter.data.store import append_store
+from botter.data.fetch import Unavailable, call, fetch_to_store, make_exchange, retry_after
+from botter.data.store import append_store, read_store
 from botter.errors import BotterError
 
 TF_MS = 300_000
@@ -224,7 +227,7 @@ def test_the_report_is_of_the_pages_received_and_says_what_was_done(server, tmp_
     assert got.report.gaps == [(late, 1)]
     text = got.report.summary()
     assert "changed_duplicates (open time seen before, other values): 1 at 2018-01-13 16:15: dropped, the first" in text
-    assert "off_grid (open time not a multiple of the timeframe): 1 at 2018-01-17 03:35: dropped" in text
+    assert "off_grid (open time not on the timeframe's grid): 1 at 2018-01-17 03:35: dropped" in text
     assert "gaps: 1 (1 candles missing) at 2018-01-17 03:35 (1 missing): left as gaps" in text
     pd.testing.assert_frame_equal(got.stored, eth.drop(late))
 
@@ -284,8 +287,9 @@ def test_unreachable_exchange_fails_after_bounded_retries(tmp_path):
     with ExchangeServer({}, "5m") as gone:
         config = gone.ccxt_config()
     exchange = make_exchange("binance", config)
-    with pytest.raises(BotterError, match="could not reach the exchange after 4 tries"):
-        fetch_to_store(exchange, "ETH/BTC", "5m", tmp_path / "x.parquet", since=0, policy=POLICY, retry=RETRY)
+    with pytest.raises(Unavailable, match="could not reach the exchange after 4 tries"):
+        fetch_to_store(exchange, "ETH/BTC", "5m", store_path(tmp_path, "binance", "ETH/BTC", "5m"), since="2018-01-01",
+                       policy=POLICY, retry=RETRY)
 
 
 def test_unknown_exchange_id():
@@ -306,9 +310,10 @@ def test_call_retries_network_errors_a_bounded_number_of_times():
         call(flaky, ccxt.RequestTimeout("slow"), tries=3, base_delay=0)
     assert len(calls) == 3
     for error, message in [
-        (ccxt.AuthenticationError("bad key"), "refused the API key"),
+        (ccxt.AuthenticationError("bad key"), "needs an API key, though candles need none and none was sent"),
         (ccxt.BadSymbol("no such market"), "unknown symbol"),
         (ccxt.BadRequest("Invalid interval"), "rejected the request"),
+        (ccxt.ExchangeNotAvailable("binance GET https://x/api 404 Not Found"), r"refused the request \(HTTP 404\)"),
     ]:
         calls.clear()
         with pytest.raises(BotterError, match=message):
@@ -362,7 +367,8 @@ def test_a_write_killed_mid_way_leaves_the_old_file(server, tmp_path, eth, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_half_way)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(BotterError, match=r"^interrupted \(Ctrl-C\) \[the fetch stopped at 2018-01-13 16:15: 0 candles "
+                                          "added before it are stored; run the same command again"):
         fetch(server, tmp_path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == [f".{path.name}.lock", path.name]
@@ -406,3 +412,205 @@ def test_retry_after_reads_seconds_or_an_http_date_in_any_case():
     assert 0 < retry_after(exchange) <= 90  # the seconds left until that time
     exchange.last_response_headers = {"Retry-After": "soon"}
     assert retry_after(exchange) is None
+
+
+@pytest.mark.parametrize("write_every", [0.0, 1e9])  # a write between pages, or only the last one
+def test_ctrl_c_stores_what_came_and_says_how_far_it_got(server, tmp_path, eth, monkeypatch, write_every):
+    import botter.data.fetch as fetch_module
+
+    monkeypatch.setattr(fetch_module, "WRITE_EVERY_S", write_every)
+    real_fetch_page = fetch_module.fetch_page
+
+    def interrupted_at_page_3(*args):
+        if args[3] == to_ms(eth.index[2000]):
+            raise KeyboardInterrupt
+        return real_fetch_page(*args)
+
+    monkeypatch.setattr(fetch_module, "fetch_page", interrupted_at_page_3)
+    with pytest.raises(BotterError, match=r"^interrupted \(Ctrl-C\) \[the fetch stopped at 2018-01-17 03:35: 2000 "
+                                          r"candles added before it are stored; run the same command again to fetch "
+                                          r"the rest\]$"):
+        fetch(server, tmp_path)
+    pd.testing.assert_frame_equal(stored(tmp_path), eth.iloc[:2000])
+
+
+def test_a_full_disk_mid_fetch_says_how_far_it_got(server, tmp_path, eth, monkeypatch):
+    import errno
+
+    import botter.data.fetch as fetch_module
+
+    monkeypatch.setattr(fetch_module, "WRITE_EVERY_S", 0.0)
+    real = pd.DataFrame.to_parquet
+    writes = []
+
+    def full_after_one(self, target, **kwargs):
+        writes.append(target)
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        return real(self, target, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_after_one)
+    with pytest.raises(BotterError) as e:
+        fetch(server, tmp_path)
+    assert str(e.value).startswith("cannot write the store ")
+    assert "(No space left on device: " in str(e.value)
+    assert str(e.value).endswith("[the fetch stopped at 2018-01-17 03:35: 1000 candles added before it are stored]")
+    pd.testing.assert_frame_equal(stored(tmp_path), eth.iloc[:1000])
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_filling_holes_stores_only_the_missing_candles_and_compares_no_other(server, tmp_path, eth):
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    mine = eth.iloc[:3000].copy()
+    mine.iloc[1050, 3] = 1e9  # a stored close the exchange does not send, between two holes
+    append_store(path, pd.concat([mine.iloc[:1000], mine.iloc[1010:1100], mine.iloc[1105:3000]]))
+    got = fetch(server, tmp_path, until=eth.index[3000])
+    assert (got.added, got.replaced, got.kept) == (15, 0, 0)  # the holes only; the stored candles not compared
+    pd.testing.assert_frame_equal(stored(tmp_path), mine)
+    with pytest.raises(BotterError, match="1 candles differ from the stored ones .* the first at 2018-01-13 20:25"):
+        fetch(server, tmp_path, until=eth.index[3000], refetch=True)  # comparing is what refetch does
+
+
+class IgnoresStart(ExchangeServer):
+    """An exchange that sends its newest candles whatever start time is asked for."""
+
+    def _klines(self, q):
+        return super()._klines({k: v for k, v in q.items() if k != "startTime"})
+
+
+@pytest.mark.parametrize("stored_before", [0, 3000])
+def test_an_exchange_that_ignores_the_start_time_fails_the_fetch(tmp_path, eth, stored_before):
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    if stored_before:
+        append_store(path, eth.iloc[:stored_before])
+    asked = "2018-01-20 14:55" if stored_before else "2018-01-01 00:00"
+    with IgnoresStart({"ETH/BTC": eth}, "5m") as server, pytest.raises(
+            BotterError, match=rf"binance ignores the start time asked for: asked for candles from {asked}, it sent "
+                               r"ones from 2018-01-26 17:35 \(its newest\), so it cannot be fetched page by page"):
+        fetch(server, tmp_path, since=None if stored_before else "2018-01-01")
+    assert len(read_store(path)) == stored_before  # nothing of its answer stored
+
+
+def test_a_market_listed_later_is_fetched_whole(tmp_path, eth):
+    # The page from `since` starts later than asked and reaches now, like an exchange that ignores
+    # the start time: asked again one candle later, this one shows it does not.
+    with ExchangeServer({"ETH/BTC": eth.iloc[-300:]}, "5m") as server:
+        got = fetch(server, tmp_path, since="2018-01-01")
+        pd.testing.assert_frame_equal(got.stored, eth.iloc[-300:])
+        assert len(klines(server)) == 2
+
+
+@pytest.mark.parametrize("clock", [0, 1_517_288_100_000_000, None])  # 1970, microseconds, no number
+def test_an_exchange_clock_that_is_no_time_near_now_fails(server, tmp_path, clock):
+    server.now = clock
+    with pytest.raises(BotterError, match=r"binance's clock reads .*, no time between 2009 and this machine's"):
+        fetch(server, tmp_path)
+    assert klines(server) == []
+
+
+@pytest.mark.parametrize("since, until, message", [
+    ("2018-01-20", "2018-01-20", r"until=2018-01-20 00:00 is not after since=2018-01-20 00:00"),
+    ("2018-01-20", "2018-01-10", r"until=2018-01-10 00:00 is not after since"),
+    ("2018-02-01", None, (r"since=2018-02-01 00:00: no candle from then on has closed by the exchange's clock "
+                          r"\(2018-01-30 04:55\)")),
+    ("9999-01-01", None, r"since=9999-01-01 00:00: no candle from then on has closed"),
+    ("1600-01-01", None, r"since=1600-01-01 00:00 is before 1970"),
+    ("99999999999999999999", None, r"cannot read '99999999999999999999' as a time"),
+    (99999999999999999999, None, r"cannot read 99999999999999999999 as a time"),
+    ("2018-13-01", None, r"cannot read '2018-13-01' as a time"),
+])
+def test_a_range_that_cannot_hold_a_closed_candle_fails(server, tmp_path, since, until, message):
+    with pytest.raises(BotterError, match=message):
+        fetch(server, tmp_path, since=since, until=until)
+    assert klines(server) == []
+
+
+@pytest.mark.parametrize("since", ["20180125", 20180125, 1516838400, "1516838400", 1516838400000])
+def test_since_as_a_date_epoch_seconds_or_ms(server, tmp_path, eth, since):
+    got = fetch(server, tmp_path, since=since)
+    pd.testing.assert_frame_equal(got.stored, eth.loc["2018-01-25":])
+
+
+def test_a_store_with_a_candle_in_the_future_is_named(server, tmp_path, eth):
+    path = store_path(tmp_path, "binance", "ETH/BTC", "5m")
+    append_store(path, pd.concat([eth.iloc[:10], eth.iloc[:1].set_axis(pd.DatetimeIndex(["2031-01-01"], tz="UTC")
+                                                                       .as_unit("ms").rename("time"))]))
+    with pytest.raises(BotterError, match=r"the store's last candle opens at 2031-01-01 00:00, and has not closed by the "
+                                          r"exchange's clock \(2018-01-30 04:55\)"):
+        fetch(server, tmp_path, since=None)
+
+
+@pytest.mark.parametrize("header", ["inf", "1e400", "1e20"])
+def test_an_absurd_retry_after_fails_at_once_in_one_line(server, tmp_path, header):
+    server.fail_next(1, 429, after=2)
+    server.retry_after = float(header)
+    with pytest.raises(Unavailable, match=rf"the exchange asks to wait {re.escape(f'{float(header):g}')} s before the next request "
+                                          r"\(too many requests\): try again much later"):
+        fetch(server, tmp_path)
+
+
+@pytest.mark.parametrize("retry, message", [
+    ({"tries": 0}, r"retry.tries=0: give the number of calls to make, 1 or more"),
+    ({"tries": -1}, r"retry.tries=-1"),
+    ({"tries": 2.5}, r"retry.tries=2.5"),
+    ({"max_delay": -1}, r"retry.max_delay=-1: give the seconds to wait, 0 or more"),
+    ({"base_delay": float("nan")}, r"retry.base_delay=nan"),
+])
+def test_retry_settings_that_make_no_sense_are_refused(server, tmp_path, retry, message):
+    with pytest.raises(BotterError, match=message):
+        fetch(server, tmp_path, retry=RETRY | retry)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 451])
+def test_a_request_the_exchange_refuses_for_good_is_not_retried(server, tmp_path, status):
+    server.fail_next(1, status, after=2)
+    with pytest.raises(BotterError, match=rf"the exchange refused the request \(HTTP {status}\): check exchange.id, "
+                                          r"symbol, timeframe .*\[the fetch stopped at 2018-01-01 00:00: 0 candles "
+                                          r"added before it are stored\]$") as e:
+        fetch(server, tmp_path)
+    assert "network" not in str(e.value) and "run the same command" not in str(e.value)
+    assert len(klines(server)) == 1
+
+
+def test_an_interval_the_exchange_does_not_have_says_no_run_it_again(server, tmp_path):
+    server.timeframe = "1h"  # it lists 5m among binance's timeframes, but answers "Invalid interval."
+    with pytest.raises(BotterError, match=r"rejected the request: check symbol and timeframe .*Invalid interval.*"
+                                          r"added before it are stored\]$"):
+        fetch(server, tmp_path)
+
+
+def test_a_401_without_a_key_does_not_blame_the_key(server, tmp_path):
+    server.fail_next(1, 401, after=2)
+    with pytest.raises(BotterError, match="needs an API key, though candles need none and none was sent"):
+        fetch(server, tmp_path)
+
+
+def test_every_candle_dropped_fails_the_fetch(tmp_path, eth):
+    with ExchangeServer({"ETH/BTC": eth.iloc[:20]}, "5m") as server:
+        server.serve_raw("ETH/BTC", {to_ms(t): ["1", "2", "0.5", "1.5", "-1"] for t in eth.index[:20]})
+        with pytest.raises(BotterError, match=r"every one of the 20 candles received was dropped, none stored: 20 "
+                                              r"candles of 5m .*; negative_volume \(volume < 0\): 20 at"):
+            fetch(server, tmp_path)
+    assert not store_path(tmp_path, "binance", "ETH/BTC", "5m").exists()
+
+
+def test_weekly_and_monthly_candles_are_fetched_whole(tmp_path):
+    # As the store holds them: a DatetimeIndex without a freq.
+    mondays = pd.DatetimeIndex(pd.date_range("2020-01-06", periods=120, freq="7D", tz="UTC"), freq=None).as_unit("ms")
+    mondays = mondays.rename("time")
+    weeks = pd.DataFrame({c: 1.0 + np.arange(120) for c in ("open", "high", "low", "close", "volume")}, index=mondays)
+    with ExchangeServer({"ETH/BTC": weeks}, "1w", page_limit=50) as server:
+        got = fetch(server, tmp_path, timeframe="1w", since="2020-01-01")
+        pd.testing.assert_frame_equal(got.stored, weeks)
+        assert got.report.ok
+    firsts = pd.DatetimeIndex(pd.date_range("2015-01-01", periods=70, freq="MS", tz="UTC"), freq=None).as_unit("ms")
+    firsts = firsts.rename("time")
+    months = weeks.iloc[:70].set_axis(firsts)
+    with ExchangeServer({"ETH/BTC": months}, "1M", page_limit=30) as server:
+        server.now = to_ms("2020-11-01")  # the last one, October, closed at the 1st of November
+        got = fetch(server, tmp_path, timeframe="1M", since="2015-01-01")
+        pd.testing.assert_frame_equal(got.stored, months)
+        server.now = to_ms("2020-10-31")  # October still open: not stored
+        got = fetch(server, tmp_path / "open", timeframe="1M", since="2015-01-01")
+        pd.testing.assert_frame_equal(got.stored, months.iloc[:-1])

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from botter.config import compose
 from botter.data import load_sample, validate
-from botter.data.candles import from_rows
-from botter.data.validate import apply_policy, combine
+from botter.data.candles import from_rows, to_ms
+from botter.data.validate import ALLOWED, apply_policy, combine, learn_hours, refuse_all_dropped
 from botter.errors import BotterError
 
 POLICY = dict(compose("fetch").validate)
@@ -47,6 +47,7 @@ def test_each_problem_is_found_at_its_time():
         "changed_duplicates": [t(2)],
         "out_of_order": [],  # a repeat is a repeat, not also out of order
         "off_grid": [t(6) + pd.Timedelta(seconds=1)],
+        "unclosed": [],  # no clock given: not checked
         "nan": [t(1)],
         "infinite": [t(8)],
         "non_positive": [t(2)],
@@ -134,8 +135,10 @@ def test_reports_of_pages_combine_into_one():
 
 
 def test_fail_policy_raises_with_the_times():
-    with pytest.raises(BotterError, match=r"zero_volume.*2023-11-14 22:40"):
+    with pytest.raises(BotterError, match=r"zero_volume.*2023-11-14 22:40") as e:
         apply_policy(bad_frame(), "5m", LENIENT | {"zero_volume": "fail"})
+    assert "\n" not in str(e.value) and ";  " not in str(e.value)
+    assert "): 13 candles of 5m from 2023-11-14 22:15 to 2023-11-14 23:10; gaps: 1 (2 candles missing)" in str(e.value)
     with pytest.raises(BotterError, match="gaps"):
         apply_policy(load_sample("XMR/BTC"), "5m", POLICY | {"gaps": "fail"})
 
@@ -149,6 +152,10 @@ def test_a_policy_that_would_fill_or_keep_duplicates_is_refused():
         apply_policy(bad_frame(), "5m", POLICY | {"changed_duplicates": "flag"})
     with pytest.raises(BotterError, match="not a known problem"):
         apply_policy(bad_frame(), "5m", POLICY | {"fill": "flag"})
+    # The store holds closed candles on the grid only: these can be dropped or fail, not kept.
+    for name in ("off_grid", "unclosed"):
+        with pytest.raises(BotterError, match=f"validate.{name}='flag' is not allowed; use one of fail, drop"):
+            apply_policy(bad_frame(), "5m", POLICY | {name: "flag"})
 
 
 price = st.one_of(st.floats(-1, 3, allow_nan=False), st.sampled_from([float("nan"), float("inf"), -float("inf")]))
@@ -160,7 +167,7 @@ VALUE_PROBLEMS = ("off_grid", "nan", "infinite", "non_positive", "negative_volum
 @given(st.lists(row, max_size=25), st.sampled_from(["flag", "drop"]))
 def test_policy_output_is_a_candles_frame_of_input_rows_only(rows, action):
     frame = from_rows([[T0 + i * M5 + off * 1000, o, h, lo, c, v] for i, off, o, h, lo, c, v in rows])
-    policy = LENIENT | {k: action for k in VALUE_PROBLEMS}
+    policy = LENIENT | {k: action if action in ALLOWED[k] else "drop" for k in VALUE_PROBLEMS}
     kept, report = apply_policy(frame, "5m", policy)
     assert kept.index.is_monotonic_increasing and kept.index.is_unique
     assert list(kept.columns) == ["open", "high", "low", "close", "volume"]
@@ -170,9 +177,99 @@ def test_policy_output_is_a_candles_frame_of_input_rows_only(rows, action):
     # Every row is kept or listed as dropped, with a reason.
     assert len(kept) + len(report.dropped) == len(frame)
     assert all(reasons for _, reasons in report.dropped)
+    assert (kept.index.as_unit("ms").asi8 % M5 == 0).all()  # off the grid is never kept: the store refuses it
     if action == "drop":
         values = kept.to_numpy()
         assert np.isfinite(values).all() and (values[:, :4] > 0).all() and (values[:, 4] >= 0).all()
         assert (kept.high >= kept.low).all()
     else:
-        assert len(kept) == len(first)
+        assert len(kept) == len(first[first.index.as_unit("ms").asi8 % M5 == 0])
+
+
+def day(text):
+    return pd.Timestamp(text).tz_localize("UTC")
+
+
+def frame(times):
+    """Candles with good values at open times `times` (text or Timestamps)."""
+    return from_rows([[to_ms(x), *GOOD] for x in times])
+
+
+@pytest.mark.parametrize("timeframe, times, missing", [
+    # Binance's weeks open on Monday 00:00 UTC (1970-01-01 was a Thursday).
+    ("1w", ["2024-01-01", "2024-01-08", "2024-01-22"], [(day("2024-01-15"), 1)]),
+    # Months open on the 1st, however long they are; a missing February is one candle.
+    ("1M", ["2023-12-01", "2024-01-01", "2024-03-01", "2024-04-01"], [(day("2024-02-01"), 1)]),
+    ("1d", ["2024-01-01", "2024-01-02", "2024-01-05"], [(day("2024-01-03"), 2)]),
+    ("1y", ["2021-01-01", "2022-01-01", "2024-01-01"], [(day("2023-01-01"), 1)]),
+])
+def test_candles_on_calendar_grids_are_on_the_grid_and_their_gaps_counted_in_candles(timeframe, times, missing):
+    kept, report = apply_policy(frame(times), timeframe, POLICY)
+    assert len(kept) == len(times) and not len(report.problems["off_grid"])
+    assert report.gaps == missing
+
+
+@pytest.mark.parametrize("timeframe, time", [
+    ("1w", "2024-01-04"),  # a Thursday: a week counted from 1970-01-01
+    ("1M", "2024-01-31"),  # 30 days after 2024-01-01
+    ("1d", "2024-01-02 05:00"),  # a local midnight (New York), not 00:00 UTC
+    ("1h", "2024-01-02 05:30"),
+])
+def test_candles_off_a_calendar_grid_are_off_grid(timeframe, time):
+    _, report = apply_policy(frame(["2024-01-01", time]), timeframe, POLICY)
+    assert list(report.problems["off_grid"]) == [day(time)]
+
+
+def test_candles_that_have_not_closed_by_now_are_unclosed():
+    now = T0 + 10 * M5 + 1
+    rows = frame([t(8), t(9), t(10), t(2000)])  # t(9) closed at t(10); t(10) is open; t(2000) a typo date
+    kept, report = apply_policy(rows, "5m", POLICY, now=now)
+    assert list(report.problems["unclosed"]) == [t(10), t(2000)]
+    assert list(kept.index) == [t(8), t(9)]
+    assert "unclosed (closes after now: still open, or a date in the future): 2 at" in report.summary()
+    with pytest.raises(BotterError, match="unclosed"):
+        apply_policy(rows, "5m", POLICY | {"unclosed": "fail"}, now=now)
+
+
+def test_every_row_dropped_is_refused():
+    rows = from_rows([[T0 + i * M5, 1.0, 2.0, 0.5, np.nan, 1.0] for i in range(3)])
+    kept, report = apply_policy(rows, "5m", POLICY)
+    assert len(kept) == 0
+    with pytest.raises(BotterError, match=r"every one of the 3 candles received was dropped, none stored: 3 candles "
+                                          r"of 5m .*; nan \(a value is missing"):
+        refuse_all_dropped(report)
+    refuse_all_dropped(apply_policy(rows.iloc[:0], "5m", POLICY)[1])  # nothing received: nothing refused
+
+
+def test_closures_of_a_market_that_closes_are_no_gaps():
+    # Daily stock candles: Monday to Friday for eight weeks, one Wednesday holiday.
+    days = pd.bdate_range("2024-01-01", "2024-02-23", tz="UTC").drop(day("2024-01-17"))
+    hours = learn_hours(days, "1d")
+    assert hours == [[0, 7200]]  # Monday to Friday
+    _, report = apply_policy(frame(days), "1d", POLICY | {"gaps": "fail"}, hours=hours)
+    assert report.gaps == [] and report.ok
+    assert report.closures[:2] == [(day("2024-01-06"), 2), (day("2024-01-13"), 2)]
+    assert (day("2024-01-17"), 1) in report.closures
+    assert sum(n for _, n in report.closures) == 7 * 2 + 1
+    assert ("  closures: 8 (15 candles) where the market is closed, not gaps (market hours learnt from the candles: "
+            "open Mon 00:00 - Sat 00:00 UTC; a UTC day without candles is a holiday)") in report.summary()
+    assert "gaps:" not in report.summary()
+    # Without the hours every missing day is a gap.
+    assert len(validate(frame(days), "1d").gaps) == 8
+    # Hourly candles of a market open 14:00 to 21:00 on weekdays: a missing hour inside them is a gap,
+    # the nights and weekends closures.
+    hourly = pd.DatetimeIndex([h for d in days for h in pd.date_range(d + pd.Timedelta("14h"), periods=7, freq="h")])
+    hours = learn_hours(hourly, "1h")
+    holed = hourly.drop(day("2024-01-10 16:00"))
+    report = validate(frame(holed), "1h", hours)
+    assert report.gaps == [(day("2024-01-10 16:00"), 1)]
+    assert len(report.closures) == len(days) - 1
+
+
+def test_hours_are_learnt_from_three_weeks_or_more():
+    days = pd.bdate_range("2024-01-01", "2024-01-19", tz="UTC")  # two weeks and four days
+    assert learn_hours(days, "1d") is None
+    assert learn_hours(days.append(pd.DatetimeIndex([day("2024-01-22")])), "1d") == [[0, 7200]]
+    # A few hours of crypto candles with a hole: the hole stays a gap.
+    five = pd.date_range("2024-01-01", periods=50, freq="5min", tz="UTC").drop(day("2024-01-01 01:00"))
+    assert learn_hours(five, "5m") is None

@@ -181,7 +181,7 @@ def test_bad_live_candles_are_skipped_and_the_run_equals_a_replay_of_the_store(t
     got = tables(path)
     skipped = got["skipped"]
     assert skipped["time"].tolist() == bad
-    assert skipped["reason"].iloc[0] == skipped["reason"].iloc[1] == "nan (a value is missing)"
+    assert skipped["reason"].iloc[0] == skipped["reason"].iloc[1] == "nan (a value is missing (empty, NaN, n/a, null or -))"
     assert skipped["reason"].iloc[2].startswith("high_below_low (high < low)")
     assert skipped["candle"].iloc[0].endswith(", null]") and "NaN" in skipped["candle"].iloc[1]
     assert sum("skipped, not traded" in r.getMessage() for r in caplog.records) == 3

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from botter.data.candles import COLUMNS, timeframe_ms
+from botter.data import hours as market_hours
+from botter.data.candles import COLUMNS, next_open, on_grid, slot, slot_open, to_ms
 from botter.errors import BotterError
 
 # Row problems in report order, with what each means.
@@ -19,8 +20,9 @@ PROBLEMS = {
     "duplicates": "open time seen before, same values",
     "changed_duplicates": "open time seen before, other values",
     "out_of_order": "open time earlier than a row before it",
-    "off_grid": "open time not a multiple of the timeframe",
-    "nan": "a value is missing",
+    "off_grid": "open time not on the timeframe's grid",
+    "unclosed": "closes after now: still open, or a date in the future",
+    "nan": "a value is missing (empty, NaN, n/a, null or -)",
     "infinite": "a value is infinite",
     "non_positive": "a price <= 0",
     "negative_volume": "volume < 0",
@@ -35,6 +37,9 @@ ALLOWED = {name: ("fail", "drop", "flag") for name in PROBLEMS} | {
     "duplicates": ("fail", "drop"),
     "changed_duplicates": ("fail", "drop"),
     "gaps": ("fail", "flag"),
+    # The store holds only closed candles on the grid (botter.data.store checks it on every read).
+    "off_grid": ("fail", "drop"),
+    "unclosed": ("fail", "drop"),
 }
 # What was done, as the report says it.
 DONE = {"drop": "dropped", "flag": "kept", "fail": "refused (policy: fail)"}
@@ -50,7 +55,9 @@ def _times(times, limit: int) -> str:
 @dataclass
 class Report:
     """What was found in some candles. `problems[name]` holds the open times of the rows with that
-    problem; `gaps` holds (first missing open time, number of missing candles).
+    problem; `gaps` holds (first missing open time, number of missing candles) in trading time, and
+    `closures` the same for the missing candles that fall where the market is closed (`hours`, see
+    botter.data.hours: a weekend, a holiday), which are no gaps.
 
     From `apply_policy` it also says what was done: `policy` is the action per problem, and
     `dropped` lists each dropped row as (open time, names of its problems), in input order."""
@@ -61,6 +68,8 @@ class Report:
     last: pd.Timestamp | None
     problems: dict[str, pd.DatetimeIndex] = field(default_factory=dict)
     gaps: list[tuple[pd.Timestamp, int]] = field(default_factory=list)
+    closures: list[tuple[pd.Timestamp, int]] = field(default_factory=list)
+    hours: list[list[int]] | None = None
     policy: dict[str, str] | None = None
     dropped: list[tuple[pd.Timestamp, tuple[str, ...]]] = field(default_factory=list)
 
@@ -84,6 +93,10 @@ class Report:
             shown = ", ".join(f"{t:%Y-%m-%d %H:%M} ({n} missing)" for t, n in self.gaps[:limit])
             more = f", ... {len(self.gaps) - limit} more" if len(self.gaps) > limit else ""
             lines.append(f"  gaps: {len(self.gaps)} ({missing} candles missing) at {shown}{more}{self._done('gaps')}")
+        if self.closures:
+            closed = sum(n for _, n in self.closures)
+            lines.append(f"  closures: {len(self.closures)} ({closed} candles) where the market is closed, not gaps "
+                         f"(market hours learnt from the candles: {market_hours.describe(self.hours)})")
         for name, times in self.problems.items():
             if len(times):
                 lines.append(f"  {name} ({PROBLEMS[name]}): {len(times)} at {_times(times, limit)}{self._done(name)}")
@@ -109,12 +122,36 @@ def combine(reports: list[Report], timeframe: str) -> Report:
         problems={name: reports[0].problems[name].append([r.problems[name] for r in reports[1:]])
                   for name in PROBLEMS},
         gaps=[g for r in reports for g in r.gaps],
+        closures=[c for r in reports for c in r.closures],
+        hours=reports[0].hours,
         policy=reports[0].policy,
         dropped=[d for r in reports for d in r.dropped],
     )
 
 
-def _row_masks(df: pd.DataFrame, tf_ms: int, before: pd.DataFrame | None) -> dict[str, np.ndarray]:
+# The span of candles the market's hours are learnt from, at least: each weekly slot then comes 3
+# times, and a hole that happens once cannot close it.
+LEARN_HOURS_MIN_WEEKS = 3
+
+
+def learn_hours(times: pd.DatetimeIndex, timeframe: str) -> list[list[int]] | None:
+    """The market's hours (botter.data.hours.learn) from candle open times spanning three weeks or
+    more; None (always open: every missing candle a gap) from fewer, which cannot tell a weekly
+    closure from a hole."""
+    if len(times) < 2 or times.max() - times.min() < pd.Timedelta(weeks=LEARN_HOURS_MIN_WEEKS):
+        return None
+    return market_hours.learn(times, timeframe)
+
+
+def refuse_all_dropped(report: Report) -> None:
+    """Raise BotterError where candles were received and every one was dropped: storing nothing of
+    them is no success."""
+    if report.rows and len(report.dropped) == report.rows:
+        raise BotterError(f"every one of the {report.rows} candles received was dropped, none stored: "
+                          + "; ".join(line.strip() for line in report.summary().splitlines()))
+
+
+def _row_masks(df: pd.DataFrame, timeframe: str, before: pd.DataFrame | None, now: int | None) -> dict[str, np.ndarray]:
     """Per problem, which rows of `df` have it, seen after the rows of `before` (kept earlier)."""
     n = len(before) if before is not None else 0
     both = pd.concat([before, df]) if n else df
@@ -134,7 +171,8 @@ def _row_masks(df: pd.DataFrame, tf_ms: int, before: pd.DataFrame | None) -> dic
             "duplicates": repeated[n:] & same[n:],
             "changed_duplicates": repeated[n:] & ~same[n:],
             "out_of_order": out_of_order[n:] & ~repeated[n:],
-            "off_grid": ms % tf_ms != 0,
+            "off_grid": ~on_grid(ms, timeframe),
+            "unclosed": next_open(ms, timeframe) > now if now is not None else np.zeros(len(ms), dtype=bool),
             "nan": np.isnan(values).any(axis=1),
             "infinite": np.isinf(values).any(axis=1),
             "non_positive": (values[:, :4] <= 0).any(axis=1),
@@ -145,36 +183,51 @@ def _row_masks(df: pd.DataFrame, tf_ms: int, before: pd.DataFrame | None) -> dic
         }
 
 
-def _gaps(index: pd.DatetimeIndex, tf_ms: int, after: pd.Timestamp | None = None) -> list[tuple[pd.Timestamp, int]]:
+Missing = list[tuple[pd.Timestamp, int]]
+
+
+def _gaps(index: pd.DatetimeIndex, timeframe: str, hours=None, after: pd.Timestamp | None = None) -> tuple[Missing, Missing]:
+    """(gaps, closures): the runs of missing grid slots between the open times of `index` (after
+    `after`, the last candle kept before them), as (first missing open time, candles missing). With
+    market `hours`, the slots where the market is closed are closures; a run that holds both counts
+    its open slots as a gap and the rest as a closure."""
     ms = index.as_unit("ms").asi8
     if after is not None:  # gaps after the candles kept before, not among them
-        after_ms = after.value // 1_000_000
+        after_ms = to_ms(after)
         ms = np.append(ms[ms > after_ms], after_ms)
     ms = np.unique(ms)
-    ms = ms[ms % tf_ms == 0]
-    steps = np.diff(ms)
-    at = np.flatnonzero(steps > tf_ms)
-    return [(pd.Timestamp(ms[i] + tf_ms, unit="ms", tz="UTC"), int(steps[i] // tf_ms - 1)) for i in at]
+    ms = ms[on_grid(ms, timeframe)]
+    k = slot(ms, timeframe)
+    missing = np.diff(k) - 1
+    trading = missing if hours is None else np.diff(market_hours.positions(ms, timeframe, hours)) - 1
+    first = slot_open(k[:-1] + 1, timeframe)
+
+    def runs(counts):
+        return [(pd.Timestamp(int(first[i]), unit="ms", tz="UTC"), int(counts[i])) for i in np.flatnonzero(counts)]
+
+    return runs(trading), runs(missing - trading)
 
 
-def _report(df: pd.DataFrame, timeframe: str, masks: dict, gaps: list, **kw) -> Report:
+def _report(df: pd.DataFrame, timeframe: str, masks: dict, gaps: tuple[Missing, Missing], hours, **kw) -> Report:
     return Report(
         timeframe=timeframe,
         rows=len(df),
         first=df.index.min() if len(df) else None,
         last=df.index.max() if len(df) else None,
         problems={name: df.index[mask] for name, mask in masks.items()},
-        gaps=gaps,
+        gaps=gaps[0],
+        closures=gaps[1],
+        hours=hours,
         **kw,
     )
 
 
-def validate(df: pd.DataFrame, timeframe: str) -> Report:
+def validate(df: pd.DataFrame, timeframe: str, hours=None) -> Report:
     """Describe the problems of a candles frame (index: UTC open times): gaps, repeated open times,
     disorder, off-grid times, missing or infinite values, non-positive prices, negative volume,
-    high < low, open/close outside [low, high] and zero volume."""
-    tf_ms = timeframe_ms(timeframe)
-    return _report(df, timeframe, _row_masks(df, tf_ms, None), _gaps(df.index, tf_ms))
+    high < low, open/close outside [low, high] and zero volume. With market `hours`
+    (botter.data.hours), missing candles where the market is closed are closures, not gaps."""
+    return _report(df, timeframe, _row_masks(df, timeframe, None, None), _gaps(df.index, timeframe, hours), hours)
 
 
 def check_policy(policy) -> dict:
@@ -192,7 +245,8 @@ def check_policy(policy) -> dict:
 
 
 def apply_policy(
-    df: pd.DataFrame, timeframe: str, policy, *, before: pd.DataFrame | None = None
+    df: pd.DataFrame, timeframe: str, policy, *, before: pd.DataFrame | None = None, now: int | None = None,
+    hours=None,
 ) -> tuple[pd.DataFrame, Report]:
     """Check candles as they arrive, then fail, drop or flag each problem as `policy` says.
 
@@ -200,28 +254,30 @@ def apply_policy(
     missing values as NaN). before: candles accepted earlier (the previous page, or the last stored
     candle): a row repeating one of them is a duplicate, one earlier than them is out of order, and
     a gap after them is reported. policy: {problem: "fail" | "drop" | "flag"} for every name in
-    ALLOWED (configs/validate/default.yaml holds the default).
+    ALLOWED (configs/validate/default.yaml holds the default). now: the clock (epoch ms) that says
+    which candles have closed (None: not checked). hours: the market's hours (botter.data.hours):
+    missing candles where it is closed are closures, not gaps.
 
     Returns the kept rows as a Candles frame (sorted, unique open times, none of `before`'s) and the
     report of the rows received, with each dropped row and its problems in `report.dropped`.
     Raises BotterError, naming the problem and its times, where a found problem is "fail".
     """
     policy = check_policy(policy)
-    tf_ms = timeframe_ms(timeframe)
-    masks = _row_masks(df, tf_ms, before)
+    masks = _row_masks(df, timeframe, before, now)
     drop = np.zeros(len(df), dtype=bool)
     for name, mask in masks.items():
         if policy[name] == "drop":
             drop |= mask
     after = before.index.max() if before is not None and len(before) else None
     dropped = [(df.index[i], tuple(name for name, mask in masks.items() if mask[i])) for i in np.flatnonzero(drop)]
-    report = _report(df, timeframe, masks, _gaps(df.index, tf_ms, after), policy=policy, dropped=dropped)
+    report = _report(df, timeframe, masks, _gaps(df.index, timeframe, hours, after), hours, policy=policy,
+                     dropped=dropped)
     failed = [n for n, t in report.problems.items() if len(t) and policy[n] == "fail"]
     if report.gaps and policy["gaps"] == "fail":
         failed.insert(0, "gaps")
     if failed:
         raise BotterError(
             f"candles fail validation ({', '.join(failed)}; set validate.<problem>=drop or flag to go on): "
-            + report.summary().replace("\n", ";")
+            + "; ".join(line.strip() for line in report.summary().splitlines())
         )
     return df[~drop].sort_index(kind="stable"), report
