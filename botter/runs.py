@@ -185,12 +185,23 @@ class Run:
 
     def fitted(self, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         """The period of `symbol` the model was fitted and early-stopped on (from its first train
-        decision to the last candle its validation labels read), or None for a symbol it never saw."""
+        decision to the last candle its validation labels read), or None for a symbol it never saw.
+        A walk-forward run's: its last fold's (the fold whose ensemble is model.pt)."""
         spans = self.periods.get(symbol, {})
         seen = [spans[k] for k in ("train", "val") if k in spans]
         if not seen:
             return None
         return pd.Timestamp(min(s[0] for s in seen)), pd.Timestamp(max(s[1] for s in seen))
+
+    def out_of_sample_from(self, symbol: str) -> pd.Timestamp | None:
+        """The first decision time of `symbol` at which the model is out of sample: the end of its
+        fitted period (its last validation label reads that candle's open, known at a decision
+        there). Every decision before it is in-sample, those before the fitted period too: the
+        model was chosen for how it did there, and a walk-forward model's earlier folds' training
+        was its own history. None: a symbol it never saw (out of sample throughout). The one rule
+        that `in_sample` and a paper run's live check both apply."""
+        span = self.fitted(symbol)
+        return None if span is None else span[1]
 
     def test_period(self, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         """First and last test decision time of `symbol`, or None."""
@@ -198,27 +209,26 @@ class Run:
         return None if span is None else (pd.Timestamp(span[0]), pd.Timestamp(span[1]))
 
     def in_sample(self, decisions: dict) -> list[str]:
-        """Which of `decisions` ({symbol: (first, last) decision time}) overlap what the model was
-        fitted or early-stopped on: one line per overlap (symbols alike share one), empty when all
-        are out of sample."""
-        overlaps = {}
+        """Which of `decisions` ({symbol: (first, last) decision time}) start before the model is out
+        of sample (`out_of_sample_from`): one line per such span (symbols alike share one), empty
+        when all are out of sample."""
+        early = {}
         for symbol, (first, last) in decisions.items():
-            span = self.fitted(symbol)
-            if span is None:
-                continue
+            start = self.out_of_sample_from(symbol)
             first, last = (pd.Timestamp(to_ms(t), unit="ms", tz="UTC") for t in (first, last))
-            if first < span[1] and last >= span[0]:  # the last label reads the open of span[1]: known at a decision there
-                overlaps.setdefault((first, last, *span), []).append(symbol)
-        return [f"{', '.join(symbols)} {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} overlaps the training period "
-                f"{a:%Y-%m-%d %H:%M} .. {b:%Y-%m-%d %H:%M}" for (first, last, a, b), symbols in overlaps.items()]
+            if start is not None and first < start:
+                early.setdefault((first, last, *self.fitted(symbol)), []).append(symbol)
+        return [f"{', '.join(symbols)} {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} starts before the end of the "
+                f"training period {a:%Y-%m-%d %H:%M} .. {b:%Y-%m-%d %H:%M} (out of sample from {b:%Y-%m-%d %H:%M} on)"
+                for (first, last, a, b), symbols in early.items()]
 
     def guard(self, decisions: dict, *, allow: bool, what: str) -> bool:
-        """Refuse `what` (a backtest, a paper run) over `decisions` that overlap the training periods
-        unless `allow`; returns whether it is in-sample."""
+        """Refuse `what` (a backtest, a paper run) over `decisions` that start before the model is out
+        of sample (`in_sample`) unless `allow`; returns whether it is in-sample."""
         lines = self.in_sample(decisions)
         if lines and not allow:
-            raise BotterError(f"{what} would be in-sample: {'; '.join(lines)}. Pick a period after it (the run's "
-                              "test period is out of sample), or pass allow_in_sample=true to run it anyway, "
+            raise BotterError(f"{what} would be in-sample: {'; '.join(lines)}. Start it at the end of the training "
+                              "period or later, or pass allow_in_sample=true to run it anyway, "
                               "marked IN-SAMPLE")
         return bool(lines)
 

@@ -359,7 +359,7 @@ def test_in_sample_backtests_are_refused_unless_asked_and_then_marked(tmp_path, 
 
     toy_run(tmp_path)
     args = [f"run_dir={tmp_path}", "data=sample", "data.symbols=[ETH/BTC]", "data.start=2018-01-20"]
-    with pytest.raises(BotterError, match="would be in-sample: ETH/BTC .* overlaps the training period"):
+    with pytest.raises(BotterError, match="would be in-sample: ETH/BTC .* starts before the end of the training period"):
         _backtest(compose("backtest", [*args, "name=refused"]))
     assert not (tmp_path / "backtests" / "refused").exists()
     _backtest(compose("backtest", [*args, "name=asked", "allow_in_sample=true"]))

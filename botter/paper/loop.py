@@ -106,13 +106,14 @@ def resume(ledger: Ledger, predictor: Predictor, symbols: list[str], *, signals:
 
 
 def run(feed, traders: dict[str, Trader], ledger: Ledger, *, stop: threading.Event | None = None,
-        fitted: dict | None = None) -> int:
+        out_of_sample_from: dict | None = None) -> int:
     """Trade every candle time `feed` hands on after the ledger's last one; returns how many were traded.
 
     feed: a botter.paper.feeds feed (Replay, Poll). Ends when the feed ends or `stop` is set
-    (checked after each recorded candle time and inside the feed's waits). fitted: {symbol: (start,
-    end)} epoch ms of what the model was fitted on; a candle of a symbol in it stops the run with a
-    BotterError before it is recorded (a live feed whose exchange clock lies in the training period).
+    (checked after each recorded candle time and inside the feed's waits). out_of_sample_from:
+    {symbol: epoch ms} when the model is out of sample for it (botter.runs.Run.out_of_sample_from);
+    an earlier candle of that symbol stops the run with a BotterError before it is recorded (a live
+    feed whose exchange clock lies in or before the training period).
     """
     stop = stop or threading.Event()
     last = ledger.last_time()
@@ -128,10 +129,10 @@ def run(feed, traders: dict[str, Trader], ledger: Ledger, *, stop: threading.Eve
             continue  # recorded already: a feed may hand a candle time on twice
         steps = []
         for symbol, row in batch.rows.items():
-            span = (fitted or {}).get(symbol)
-            if span is not None and span[0] <= batch.time < span[1]:
+            start = (out_of_sample_from or {}).get(symbol)
+            if start is not None and batch.time < start:
                 raise BotterError(f"the feed hands on a {symbol} candle of {pd.Timestamp(batch.time, unit='ms', tz='UTC')}, "
-                                  "inside the period the model was fitted on: a live run trades after it (replay "
+                                  "before the end of the period the model was fitted on: a live run trades after it (replay "
                                   "that period with feed=replay allow_in_sample=true to see it, marked IN-SAMPLE)")
             windows[symbol].append(row)
             steps.append(traders[symbol].step(windows[symbol]))

@@ -50,7 +50,7 @@ def recorded(path: Path) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
     """{symbol: (first, last) candle} a ledger holds already ({} where there is none yet)."""
     if not path.exists() or path.stat().st_size == 0:
         return {}
-    with Ledger(path, readonly=True) as ledger:
+    with Ledger(path) as ledger:  # as the writer that resumes it: an older ledger is migrated first
         bars = ledger.table("bars")
     return {s: (t.min(), t.max()) for s, t in bars.groupby("symbol")["time"]}
 
@@ -169,7 +169,7 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
     elif feed["name"] == "ccxt":
         source, exchange_id, sandbox = "exchange", exchange.get("id", "binance"), bool(exchange.get("sandbox", False))
         # A live run is out of sample by its clock; each candle is checked against the fitted
-        # period all the same (`fitted` below), as the exchange's clock, not ours, dates them.
+        # period all the same (`starts` below), as the exchange's clock, not ours, dates them.
         decisions = dict.fromkeys(symbols, (pd.Timestamp.now(tz="UTC"),) * 2)
     else:
         raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
@@ -202,10 +202,10 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
         log.info("paper run %s: %s %s on the %s feed, %s, %s", folder, ", ".join(symbols), info["timeframe"],
                  feed["name"], meta["sample"],
                  "new" if last is None else f"resuming after {pd.Timestamp(last, unit='ms', tz='UTC')}")
-        fitted = None
+        starts = None
         if not in_sample:
-            fitted = {s: tuple(int(t.value // 1_000_000) for t in run.fitted(s)) for s in symbols if run.fitted(s)}
-        n = loop.run(candle_feed, traders, ledger, stop=stop, fitted=fitted)
+            starts = {s: to_ms(run.out_of_sample_from(s)) for s in symbols if run.out_of_sample_from(s) is not None}
+        n = loop.run(candle_feed, traders, ledger, stop=stop, out_of_sample_from=starts)
         log.info("%d candle times traded", n)
         return summary(ledger)
 
