@@ -92,6 +92,22 @@ def test_runs_are_the_complete_ones(tiny_run, tmp_path):
             data.locate(tmp_path / "walkforward" if key == ".." else tmp_path, key, name)
 
 
+def test_the_index_shows_a_ledger_it_cannot_read_as_one_line(tiny_run, tmp_path):
+    from botter.dashboard.app import index_page
+
+    shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("paper", "last.pt", "best.pt"))
+    run = open_run(tmp_path / "run")
+    nocash = data.ledger_path(run, "nocash")
+    with Ledger(nocash, {"symbols": [SYMBOL]}) as ledger:  # settings without cash: altered by hand
+        ledger.db.execute("INSERT INTO bars VALUES (0, ?, 1, 1, 1, 1, 1, 0, 0, 1, 1)", (SYMBOL,))
+    empty = data.ledger_path(run, "empty")
+    empty.parent.mkdir(parents=True)
+    empty.touch()
+    page = str(index_page(tmp_path))
+    assert "no cash in its meta table" in page and "holds no tables yet: resume it with botter-paper" in page
+    assert empty.stat().st_size == 0 and not Path(f"{empty}-wal").exists()
+
+
 def test_the_page_figures_are_the_status_figures(tiny_run, paper, capsys):
     path = paper[0]
     got = data.read_paper(path)

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -86,6 +87,33 @@ def test_a_damaged_ledger_is_one_line(tmp_path):
             with pytest.raises(BotterError, match=rf"^{re.escape(str(path))} is not a readable paper ledger \(.+\): "
                                                   "it is damaged; move it away .* or give another name=$"):
                 Ledger(path, META, readonly=readonly)
+
+
+def files_in(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_reader_writes_nothing_and_leaves_migrating_to_a_writer(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    filled(path, 3)  # closed: no -wal file left
+    before = files_in(tmp_path)
+    with Ledger(path, readonly=True) as reader:
+        assert reader.last_time() == 900_000
+    assert files_in(tmp_path) == before  # no -wal, no -shm created
+    empty = tmp_path / "empty" / "ledger.sqlite"
+    empty.parent.mkdir()
+    empty.touch()
+    old = tmp_path / "old" / "ledger.sqlite"
+    old.parent.mkdir()
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE bars (time INTEGER PRIMARY KEY)")  # a version 1 ledger: tables, no version
+    db.close()
+    for path, what in [(empty, "holds no tables yet"), (old, "has schema version 1, older than 2")]:
+        before = files_in(path.parent)
+        with pytest.raises(BotterError, match=rf"^the paper ledger {re.escape(str(path))} {what}: resume it with "
+                                              "botter-paper .* to migrate it"):
+            Ledger(path, readonly=True)
+        assert files_in(path.parent) == before
 
 
 def try_to_write(path, out) -> None:

@@ -294,11 +294,16 @@ def test_a_version_1_ledger_is_migrated_and_resumes(tiny_run, whole, capsys, cap
     db.commit()
     db.close()
 
-    _paper(compose("paper", [f"run_dir={tiny_run}", "name=v1", "mode=status"]))
-    assert re.search(rf"\nCandles +{k} +{k}\n", capsys.readouterr().out)
+    # A status reads, and a reader never writes: only the run that resumes it migrates it.
+    files = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+    with pytest.raises(BotterError, match="has schema version 1, older than 2: resume it with botter-paper"):
+        _paper(compose("paper", [f"run_dir={tiny_run}", "name=v1", "mode=status"]))
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == files
     with caplog.at_level(logging.WARNING, logger="botter.paper.ledger"):
         session.trade(tiny_run, name="v1", feed=REPLAY, backtest=bt, progress=False)
     assert_same_ledger(path, want)
+    _paper(compose("paper", [f"run_dir={tiny_run}", "name=v1", "mode=status"]))
+    assert re.search(rf"\nCandles +{len(want['bars'])} +{len(want['bars'])}\n", capsys.readouterr().out)
     assert "did not record source, exchange, sandbox" in caplog.text  # recorded from the run that resumed it
     with Ledger(path, readonly=True) as ledger:
         assert ledger.meta()["symbols"] == [SYMBOL] and ledger.meta()["exchange"] == "binance"

@@ -169,15 +169,22 @@ class Ledger:
             raise
 
     def _open_readonly(self) -> None:
+        """Open to read, writing nothing: no migration, no new file beside it."""
         if not self.path.exists():
             raise BotterError(f"no paper ledger at {self.path}")
-        self.db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
+        # With a -wal file a writer is at work (or was killed): read through it (mode=ro; the read
+        # marks in the -shm file are what any WAL reader must set). Without one every commit is in
+        # the file itself: read it as immutable, or SQLite would create -wal and -shm files.
+        wal = self.path.with_name(self.path.name + "-wal").exists()
+        uri = self.path.resolve().as_uri() + ("?mode=ro" if wal else "?mode=ro&immutable=1")
+        self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
         self._check_file()
-        if self._version() < VERSION:  # an older ledger: a writer migrates it first
-            self.db.close()
-            Ledger(self.path).close()
-            self.db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
-        self._check_version(self._version())
+        version = self._version()
+        self._check_version(version)
+        if version < VERSION:  # only a writer migrates: a reader (the dashboard, a status) never writes
+            what = "holds no tables yet" if version == 0 else f"has schema version {version}, older than {VERSION}"
+            raise BotterError(f"the paper ledger {self.path} {what}: resume it with botter-paper (the same run_dir "
+                              "and name=) to migrate it, then read it")
 
     def _open_writer(self, meta: dict | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from botter.backtest import add_up
+from botter.errors import BotterError
 from botter.paper.ledger import Ledger
 from botter.stats import max_drawdown, total_return
 
@@ -22,6 +23,11 @@ def curves(ledger: Ledger) -> dict[str, tuple[pd.Series, pd.Series]]:
     hold holds each symbol's share of the cash from its first close."""
     bars, meta = ledger.table("bars"), ledger.meta()
     symbols = ledger.symbols()
+    if "cash" not in meta:
+        if bars.empty:
+            return {}
+        raise BotterError(f"the paper ledger {ledger.path} holds candles but not the settings they were traded "
+                          "under (no cash in its meta table: it was altered): restore it from a copy")
     share = float(meta["cash"]) / len(symbols)
     out = {}
     for symbol in symbols:
