@@ -13,6 +13,7 @@ A run folder (botter-train's, kind "train"; botter-walkforward's, kind "walkforw
     metrics.json         test metrics, baselines, their intervals and the backtest's key figures
     *.csv                a walk-forward run's tables: folds.csv (per fold), training.csv (per member and epoch)
     last.pt, best.pt     training checkpoints (resume)
+    run.lock             held by the one process that writes the folder (`claim`)
     backtest/            the report botter-train wrote; backtests/<name>/ the ones botter-backtest did
     paper/<name>/        paper runs of its model
 
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
 from omegaconf import OmegaConf
 
 from botter.atomic import atomic_path
@@ -38,12 +41,55 @@ from botter.data.candles import to_ms
 from botter.errors import BotterError
 
 FORMAT = 1  # of model.pt and run.json; bumped when either changes shape
+KINDS = ("train", "walkforward")
+METRIC_SECTIONS = ("test", "baselines", "backtest", "intervals", "test_windows")  # mappings in metrics.json
+INTERVALS = ("accuracy", "roc_auc", "sharpe")  # botter.evaluate.INTERVAL_METRICS (evaluate is above this module)
 
 
-def start(path, config: dict, *, kind: str = "train", **meta) -> Path:
-    """Begin a run in folder `path`: write config.yaml and run.json (status running)."""
+_claimed: dict[Path, FileLock] = {}  # the run folders this process writes, and the locks that say so
+
+
+def claim(path, *, kind: str = "train", resume: bool = False) -> None:
+    """Make this process the one writer of the run folder `path` until `finish` or `fail` (or its
+    end, however it ends: the OS drops the lock). Called before any slow work, so that a refusal
+    comes at once. BotterError when another process writes the folder, or when it holds a run
+    already (run.json) and this is not a resume of it (`resume`: botter-train trainer.resume=true):
+    a finished run is never overwritten, nor two runs mixed in one folder."""
     path = Path(path)
+    if path.resolve() in _claimed:
+        return
     path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path / "run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        raise BotterError(f"{path} is being written by another botter run: wait for it to end, or give this one "
+                          "another folder (hydra.run.dir=...)") from None
+    meta = path / "run.json"
+    if meta.exists() and not resume:
+        lock.release()
+        try:
+            status = _read_json(meta).get("status")
+        except (BotterError, AttributeError):  # damaged: still a run folder, not to be written over
+            status = None
+        hint = (f", or resume it (botter-train hydra.run.dir={path} trainer.resume=true)"
+                if kind == "train" and status != "complete" else "")
+        raise BotterError(f"{path} holds a {status or 'damaged'} run already (run.json): give this {kind} run a new "
+                          f"folder (hydra.run.dir=...){hint}; a run folder is never overwritten")
+    _claimed[path.resolve()] = lock
+
+
+def _release(path) -> None:
+    lock = _claimed.pop(Path(path).resolve(), None)
+    if lock is not None:
+        lock.release()
+
+
+def start(path, config: dict, *, kind: str = "train", resume: bool = False, **meta) -> Path:
+    """Begin a run in folder `path` (`claim`ed for it, here unless before): write config.yaml and
+    run.json (status running)."""
+    path = Path(path)
+    claim(path, kind=kind, resume=resume)
     with atomic_path(path / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     _write_meta(path, {"format": FORMAT, "kind": kind, "status": "running", "started": _now(), **meta})
@@ -103,6 +149,7 @@ def finish(path, *, predictions: pd.DataFrame, metrics: dict, **meta) -> None:
         tmp.write_text(json.dumps(metrics, indent=2))
     done = {**read_meta(path), **meta, "status": "complete", "finished": _now()}
     _write_meta(path, done)
+    _release(path)
 
 
 def write_table(path, name: str, frame: pd.DataFrame) -> None:
@@ -116,6 +163,7 @@ def fail(path, error: BaseException) -> None:
     status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
     _write_meta(Path(path), {**read_meta(path), "status": status, "error": f"{type(error).__name__}: {error}",
                              "finished": _now()})
+    _release(path)
 
 
 def read_meta(path) -> dict:
@@ -147,7 +195,12 @@ class Run:
 
     @property
     def kind(self) -> str:
-        return self.meta["kind"]
+        """"train" or "walkforward"; BotterError where run.json says neither (a damaged folder)."""
+        kind = self.meta.get("kind")
+        if kind not in KINDS:
+            raise BotterError(f"{self.path / 'run.json'} is damaged (its kind is {kind!r}, not one of "
+                              f"{', '.join(KINDS)}): the run folder cannot be used")
+        return kind
 
     @property
     def timeframe(self) -> str:
@@ -166,14 +219,26 @@ class Run:
         return pd.read_parquet(self.path / "predictions.parquet")
 
     def metrics(self) -> dict:
-        """metrics.json: the test metrics, the baselines, their intervals and the backtest's key figures."""
-        return _read_json(self.path / "metrics.json")
+        """metrics.json: the test metrics, the baselines, their intervals and the backtest's key figures.
+        BotterError where it is not as botter writes it (its sections mappings, each interval one)."""
+        f = self.path / "metrics.json"
+        m = _read_json(f)
+        wrong = "it is not a mapping" if not isinstance(m, dict) else next(
+            (f"its {k} is not a mapping" for k in METRIC_SECTIONS if k in m and not isinstance(m[k], dict)), None)
+        if wrong is None and any(not isinstance(m.get("intervals", {}).get(k, {}), dict) for k in INTERVALS):
+            wrong = "an interval is not a mapping"
+        if wrong:
+            raise BotterError(f"{f} is damaged ({wrong}): the run folder cannot be used")
+        return m
 
     def backtest(self) -> dict:
         """backtest/backtest.json, the backtest of the test split that the run wrote: {symbol or
         "portfolio": {statistic: value}}; {} where there is none."""
         f = self.path / "backtest" / "backtest.json"
-        return _read_json(f) if f.exists() else {}
+        out = _read_json(f) if f.exists() else {}
+        if not isinstance(out, dict) or not all(isinstance(v, dict) for v in out.values()):
+            raise BotterError(f"{f} is damaged (not {{symbol: {{statistic: value}}}}): the run folder cannot be used")
+        return out
 
     def table(self, name: str) -> pd.DataFrame:
         """A table the run wrote with `write_table` (folds.csv, training.csv)."""
@@ -244,8 +309,10 @@ def open_run(path) -> Run:
         raise BotterError(f"{path} is not a run folder of this botter version (it has no run.json): pass the "
                           "folder a botter-train run printed, or train again")
     if meta.get("status") != "complete":
-        raise BotterError(f"{path} is a run that did not finish (status {meta.get('status')!r}): resume it "
-                          f"(botter-train hydra.run.dir={path} trainer.resume=true) or use another run")
+        fix = (f"resume it (botter-train hydra.run.dir={path} trainer.resume=true) or use another run"
+               if meta.get("kind", "train") == "train" else "use another run (a walk-forward does not resume: "
+               "start it again in a new folder)")
+        raise BotterError(f"{path} is a run that did not finish (status {meta.get('status')!r}): {fix}")
     if meta.get("format") != FORMAT:
         raise BotterError(f"{path} was written in run format {meta.get('format')}, this botter reads {FORMAT}: "
                           "train it again")
@@ -255,8 +322,9 @@ def open_run(path) -> Run:
 
 def find(path) -> tuple[list[Run], list[tuple[Path, str]]]:
     """The complete runs in the folders under `path` (itself included), and the folders skipped with
-    why: run folders that did not finish or cannot be read, and Hydra job folders without a run.
-    A run folder's own sub-folders (backtests, paper runs) are not searched."""
+    why: run folders that did not finish or cannot be read (their kind and metrics.json included),
+    and Hydra job folders without a run. A run folder's own sub-folders (backtests, paper runs) are
+    not searched. The one search of botter-runs and botter-dashboard."""
     found, skipped = [], []
     for folder, subfolders, files in os.walk(path):
         subfolders.sort()
@@ -264,7 +332,9 @@ def find(path) -> tuple[list[Run], list[tuple[Path, str]]]:
             continue
         subfolders.clear()
         try:
-            found.append(open_run(folder))
+            run = open_run(folder)
+            run.kind, run.metrics()  # what every listing reads: a damaged one is skipped here, with why
+            found.append(run)
         except BotterError as e:
             skipped.append((Path(folder), str(e)))
     return found, skipped

@@ -26,6 +26,8 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
     d, ds, r, t = c["data"], c["dataset"], c["render"], c["trainer"]
     out_dir = Path(out_dir or HydraConfig.get().runtime.output_dir)
     rank, _ = setup_distributed(pick_device(t["device"]))
+    if rank == 0:
+        runs.claim(out_dir, kind="train", resume=t["resume"])  # before the slow work: a refusal comes at once
     candles = load_candles(d, c["paths"]["data_dir"])
     expected = fingerprint(c, candles)
     if t["resume"]:
@@ -40,7 +42,7 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
               f"(market hours: {market_hours.describe(hours)}); "
               "labelled windows per class and split:")
         print(dataset.class_balance(windows, assignment, d["classes"]).to_string())
-        runs.start(out_dir, c, kind="train")
+        runs.start(out_dir, c, kind="train", resume=t["resume"])
     try:
         model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
         fitted = fit(train_w.labelled(), val_w.labelled(), model_kwargs=model_kwargs, out_dir=out_dir,

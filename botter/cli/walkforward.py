@@ -31,6 +31,7 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
     if w["purge"] < d["horizon"]:
         raise BotterError(f"walkforward.purge={w['purge']} must be >= data.horizon={d['horizon']} candles (no label "
                           "may straddle two spans)")
+    runs.claim(out_dir, kind="walkforward")  # before the slow work: a refusal comes at once
     candles, hours, windows = build_windows(c, progress=t["progress"])
     folds = wf.make_folds(windows.times, windows.exits(w["purge"]), train=w["train"], val=w["val"], step=w["step"],
                           mode=w["mode"])
