@@ -152,10 +152,12 @@ def report(path, *, by: str = "accuracy", ascending: bool = False, out_dir=None)
     if not path.is_dir():
         raise BotterError(f"path={path} is not a folder: give the folder that holds the run folders (outputs, multirun)")
     found, skipped = runs.find(path)
-    note = (f"skipped {len(skipped)} folder(s) that are not complete runs, e.g. {skipped[0][0]}: {skipped[0][1]}"
-            if skipped else "")
+    note = f"skipped {len(skipped)} folder(s) that are not complete runs" if skipped else ""
     if not found:
-        raise BotterError(f"no complete run folder under {path}" + (f" ({note})" if note else ""))
+        raise BotterError(f"no complete run folder under {path}" +
+                          (f" ({note}, e.g. {skipped[0][0]}: {skipped[0][1]})" if note else ""))
+    if skipped:  # each with why: a damaged folder is found and named, not silently left out
+        note = "\n".join([f"{note}:", *(f"  {folder}: {why}" for folder, why in skipped)])
     frame, keys = table(found, path)
     frame = sort(frame, by, ascending=ascending)
     out = Path(out_dir or path)

@@ -1,5 +1,6 @@
 """botter-runs: run folders side by side, sorted by any metric; folders that are not complete runs skipped."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -72,3 +73,38 @@ def test_a_walkforward_that_fails_on_a_bad_span_is_one_line_and_skipped_by_botte
     listed = subprocess.run([str(bin_dir / "botter-runs"), "path=outputs"], cwd=tmp_path, capture_output=True,
                             text=True, check=False)
     assert listed.returncode == 2 and "no complete run folder under outputs (skipped 1 folder" in listed.stderr
+
+
+def damaged_runs(root) -> dict:
+    """Beside one good run under `root`, one folder per way a run folder is found damaged: {folder: what
+    its reason says}."""
+    import json
+
+    fake_run(root / "good", 1e-3, 0.52, 2.0)
+    damage = {
+        "run_json_1": ("run.json", "1", "run.json"),
+        "no_config": ("config.yaml", None, "config.yaml"),
+        "metrics_list": ("metrics.json", "[]", "metrics.json is damaged (it is not a mapping)"),
+        "intervals_null": ("metrics.json", json.dumps({"intervals": None}), "its intervals is not a mapping"),
+        "metrics_invalid": ("metrics.json", "{not json", "metrics.json is not valid JSON"),
+    }
+    for name, (file, text, _) in damage.items():
+        fake_run(root / name, 1e-3, 0.5, 0.0)
+        if text is None:
+            (root / name / file).unlink()
+        else:
+            (root / name / file).write_text(text)
+    fake_run(root / "no_kind", 1e-3, 0.5, 0.0)
+    meta = json.loads((root / "no_kind" / "run.json").read_text())
+    del meta["kind"]
+    (root / "no_kind" / "run.json").write_text(json.dumps(meta))
+    return {**{name: says for name, (*_, says) in damage.items()}, "no_kind": "its kind is None"}
+
+
+def test_damaged_run_folders_are_skipped_each_with_why(tmp_path):
+    damaged = damaged_runs(tmp_path)
+    text = compare_runs(compose("runs", [f"path={tmp_path}"]))
+    assert "1 run(s) under" in text and f"skipped {len(damaged)} folder(s) that are not complete runs:" in text
+    for name, says in damaged.items():
+        assert re.search(rf"\n  {re.escape(str(tmp_path / name))}: .*{re.escape(says)}", text), name
+    assert pd.read_csv(tmp_path / "runs.csv")["run"].tolist() == ["good"]

@@ -74,8 +74,9 @@ def test_runs_are_the_complete_ones(tiny_run, tmp_path):
     meta.write_text(meta.read_text().replace('"status": "complete"', '"status": "running"'))
     (copy("damaged") / "run.json").write_text("{not json")
     (tmp_path / "empty").mkdir()
-    runs = data.find_runs(tmp_path)
+    runs, skipped = data.find_runs(tmp_path)
     assert list(runs) == ["done", "walkforward/fold_0"]
+    assert [key for key, _ in skipped] == ["damaged", "killed"]
     figs = data.run_figures(runs["done"])
     assert figs["Accuracy"] == open_run(tiny_run).metrics()["test"]["accuracy"]
     assert figs["# Trades"] == open_run(tiny_run).backtest()["portfolio"]["# Trades"]
@@ -90,6 +91,18 @@ def test_runs_are_the_complete_ones(tiny_run, tmp_path):
                             ("done/paper/p", "p", "no complete run 'done/paper/p'")]:
         with pytest.raises(BotterError, match=re.escape(says)):
             data.locate(tmp_path / "walkforward" if key == ".." else tmp_path, key, name)
+
+
+def test_the_index_lists_damaged_run_folders_and_shows_the_rest(tmp_path):
+    from test_compare import damaged_runs
+
+    from botter.dashboard.app import index_page
+
+    damaged = damaged_runs(tmp_path)
+    runs, skipped = data.find_runs(tmp_path)
+    assert list(runs) == ["good"] and sorted(key for key, _ in skipped) == sorted(damaged)
+    page = str(index_page(tmp_path))
+    assert f"left out: {len(damaged)} folder(s)" in page and all(says in page for says in damaged.values())
 
 
 def test_the_index_shows_a_ledger_it_cannot_read_as_one_line(tiny_run, tmp_path):

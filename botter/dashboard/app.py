@@ -93,11 +93,20 @@ def make_app(runs_dir, *, refresh_s: float = 2.0, candles: int = 300, fills: int
 
 def index_page(runs_dir: Path) -> list:
     """The runs with their key figures, then their paper runs with theirs (links to their pages)."""
-    runs = data.find_runs(runs_dir)
+    runs, skipped = data.find_runs(runs_dir)
+    figs = {}
+    for key, run in list(runs.items()):
+        try:
+            figs[key] = data.run_figures(run)
+        except BotterError as e:  # one damaged folder is listed with why; the others are shown
+            skipped.append((key, str(e)))
+            del runs[key]
+    left_out = [html.H2(f"left out: {len(skipped)} folder(s) that are not complete runs"),
+                _table(["Folder", "Why"], [[key, html.Span(why, className="error")] for key, why in skipped],
+                       "skipped")] if skipped else []
     if not runs:
         return [html.H1("botter runs"), html.P(f"no complete run under {runs_dir} yet: train one with "
-                                               f"botter-train hydra.run.dir={runs_dir}/<name>, then reload")]
-    figs = {key: data.run_figures(run) for key, run in runs.items()}
+                                               f"botter-train hydra.run.dir={runs_dir}/<name>, then reload"), *left_out]
     papers = []
     for key, run in runs.items():
         for name in data.paper_names(run):
@@ -115,6 +124,7 @@ def index_page(runs_dir: Path) -> list:
         html.H2("paper runs"),
         _table(["Paper run", "Run", *PAPER_KEYS], papers, "papers") if papers else
         html.P("none yet: start one with botter-paper run_dir=<run>", className="note"),
+        *left_out,
     ]
 
 

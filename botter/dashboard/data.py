@@ -23,24 +23,23 @@ from botter.errors import BotterError
 from botter.paper.ledger import Ledger
 from botter.paper.report import curves, summary
 from botter.paper.session import paper_dir
-from botter.runs import Run, open_run
+from botter.runs import Run, find, open_run
 
 LEDGER = "ledger.sqlite"  # the ledger's file name in a paper run's folder (botter.paper.session)
 
 
-def find_runs(runs_dir) -> dict[str, Run]:
-    """The complete run folders under `runs_dir` (itself included, and walk-forward folds), keyed
-    by their path relative to it ("." for runs_dir itself), in path order. A folder still training,
-    killed before it finished, damaged or of another run format is left out."""
+def find_runs(runs_dir) -> tuple[dict[str, Run], list[tuple[str, str]]]:
+    """The complete run folders under `runs_dir` (itself included, and walk-forward folds) as
+    botter-runs finds them (botter.runs.find), keyed by their path relative to it ("." for runs_dir
+    itself), in path order; and the folders left out (still training, killed before it finished,
+    damaged, of another run format) with why, keyed alike."""
     root = Path(runs_dir)
-    found = {}
-    for meta in sorted(root.rglob("run.json")):
-        try:
-            run = open_run(meta.parent)
-        except BotterError:
-            continue
-        found[meta.parent.relative_to(root).as_posix()] = run
-    return found
+    found, skipped = find(root)
+
+    def key(folder) -> str:
+        return Path(folder).relative_to(root).as_posix()
+
+    return {key(run.path): run for run in found}, [(key(folder), why) for folder, why in skipped]
 
 
 def run_figures(run: Run) -> dict:
