@@ -118,6 +118,16 @@ def fail(path, error: BaseException) -> None:
                              "finished": _now()})
 
 
+def plain_name(name, key: str, parent) -> str:
+    """`name` where it is one plain folder name (no /, \\, . or ..), so that a folder made from it stays
+    inside `parent`; else BotterError naming the option (`key`) to set."""
+    name = str(name)
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or "/" in name:
+        raise BotterError(f"{key}={name!r} must be a plain folder name (no / and no ..): it names the folder "
+                          f"{parent}/<name>/")
+    return name
+
+
 def read_meta(path) -> dict:
     """run.json of the folder `path` ({} where there is none)."""
     f = Path(path) / "run.json"

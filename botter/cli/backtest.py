@@ -23,6 +23,9 @@ def backtest(cfg: DictConfig) -> dict:
 
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     run = runs.open_run(c["run_dir"])
+    out_dir = Path(c["out_dir"] or run.path / "backtests" / runs.plain_name(c["name"], "name", run.path / "backtests"))
+    if out_dir.exists():
+        raise BotterError(f"{out_dir} exists: give this backtest another name= (reports are never overwritten)")
     data_dir = c["paths"]["data_dir"]
     own = c.get("data") is None
     if own:  # out of sample by construction: the test split, or each walk-forward fold's test span
@@ -44,8 +47,5 @@ def backtest(cfg: DictConfig) -> dict:
     spans = predictions.groupby("symbol")["time"].agg(["min", "max"])
     decisions = {s: (row["min"], row["max"]) for s, row in spans.iterrows()}
     in_sample = not own and run.guard(decisions, allow=c["allow_in_sample"], what="this backtest")
-    out_dir = Path(c["out_dir"] or run.path / "backtests" / c["name"])
-    if out_dir.exists():
-        raise BotterError(f"{out_dir} exists: give this backtest another name= (reports are never overwritten)")
     settings = signal_settings(c["backtest"], run.config["data"]["horizon"])
     return report_backtest(predictions, candles, settings, out_dir, **c["plot"], in_sample=in_sample)

@@ -23,7 +23,7 @@ from botter.paper import loop
 from botter.paper.feeds import Poll, Replay
 from botter.paper.ledger import Ledger
 from botter.paper.report import plot_equity, summary
-from botter.runs import Run, open_run
+from botter.runs import Run, open_run, plain_name
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,7 @@ POLL_KEYS = ("poll_s", "retry_s", "max_retry_s", "start_tries", "stale_after", "
 def paper_dir(run_dir, name: str) -> Path:
     """The folder of the paper run `name` of a training run: <run_dir>/paper/<name>/. The name is one
     plain folder name, so that a paper run never writes outside its training run's paper folder."""
-    name = str(name)
-    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or "/" in name:
-        raise BotterError(f"name={name!r} must be a plain folder name (no / and no ..): a paper run lives in "
-                          f"{Path(run_dir) / 'paper'}/<name>/")
-    folder = Path(run_dir) / "paper" / name
+    folder = Path(run_dir) / "paper" / plain_name(name, "name", Path(run_dir) / "paper")
     if folder.is_symlink() or (Path(run_dir) / "paper").is_symlink():
         raise BotterError(f"{folder} is a symbolic link: a paper run lives in its training run's own folder; "
                           "remove the link or give another name=")
