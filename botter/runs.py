@@ -35,9 +35,10 @@ from omegaconf import OmegaConf
 
 from botter.atomic import atomic_path
 from botter.data.candles import to_ms
-from botter.errors import BotterError
+from botter.errors import BotterError, one_line
 
 FORMAT = 1  # of model.pt and run.json; bumped when either changes shape
+MODEL_INFO = ("render", "timeframe", "window", "horizon", "classes")  # what model.pt's info must say
 
 
 def start(path, config: dict, *, kind: str = "train", **meta) -> Path:
@@ -172,8 +173,13 @@ class Run:
         return self.meta["periods"]
 
     def predictions(self) -> pd.DataFrame:
-        """predictions.parquet: time (UTC), symbol, p_<class>..., label (<NA> where unknown)."""
-        return pd.read_parquet(self.path / "predictions.parquet")
+        """predictions.parquet: time (UTC), symbol, p_<class>..., label (<NA> where unknown).
+        A file damaged since `open_run` checked it: BotterError naming it."""
+        f = self.path / "predictions.parquet"
+        try:
+            return pd.read_parquet(f)
+        except Exception as e:  # pyarrow raises several types for a damaged file (ArrowInvalid, OSError, ...)
+            raise damaged(f, one_line(e)) from e
 
     def metrics(self) -> dict:
         """metrics.json: the test metrics, the baselines, their intervals and the backtest's key figures."""
@@ -190,8 +196,18 @@ class Run:
         return pd.read_csv(self.path / name, index_col=0)
 
     def model(self) -> dict:
-        """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load)."""
-        return load_checkpoint(self.path / "model.pt")
+        """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load);
+        BotterError naming the file where it lacks one of them."""
+        f = self.path / "model.pt"
+        saved = load_checkpoint(f)
+        shapes = {"state_dicts": list, "model_kwargs": dict, "info": dict}
+        wrong = [k for k, kind in shapes.items() if not isinstance(saved, dict) or not isinstance(saved.get(k), kind)]
+        if not wrong and not saved["state_dicts"]:
+            wrong = ["state_dicts (empty)"]
+        wrong += [f"info.{k}" for k in MODEL_INFO if not wrong and k not in saved["info"]]
+        if wrong:
+            raise damaged(f, f"it lacks {', '.join(wrong)}")
+        return saved
 
     def fitted(self, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         """The period of `symbol` the model was fitted and early-stopped on (from its first train
@@ -240,6 +256,8 @@ def open_run(path) -> Run:
     if not path.is_dir():
         raise BotterError(f"{path} is not a folder: pass run_dir=<the folder of a botter-train run>")
     meta = read_meta(path)
+    if not isinstance(meta, dict):
+        raise damaged(path / "run.json", f"it holds a {type(meta).__name__}, not a mapping")
     if not meta:
         raise BotterError(f"{path} is not a run folder of this botter version (it has no run.json): pass the "
                           "folder a botter-train run printed, or train again")
@@ -249,8 +267,57 @@ def open_run(path) -> Run:
     if meta.get("format") != FORMAT:
         raise BotterError(f"{path} was written in run format {meta.get('format')}, this botter reads {FORMAT}: "
                           "train it again")
-    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
+    _check_meta(path / "run.json", meta)
+    for name in ("model.pt", "predictions.parquet"):
+        if not (path / name).is_file():
+            raise damaged(path / name, "it is missing")
+    _check_predictions(path / "predictions.parquet")
+    f = path / "config.yaml"
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(f), resolve=True)
+    except FileNotFoundError:
+        raise damaged(f, "it is missing") from None
+    except Exception as e:  # a YAML error, a list, an interpolation that does not resolve: not the file train wrote
+        raise damaged(f, one_line(e)) from e
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise damaged(f, "it holds no data config")
     return Run(path, meta, config)
+
+
+def _check_predictions(f: Path) -> None:
+    """predictions.parquet is a Parquet file with the columns the commands read (its footer only: cheap)."""
+    import pyarrow.parquet as pq
+
+    try:
+        columns = pq.read_schema(f).names
+    except Exception as e:  # ArrowInvalid, OSError, ... for a file that is not Parquet
+        raise damaged(f, one_line(e)) from e
+    missing = [c for c in ("time", "symbol", "p_down", "p_up") if c not in columns]
+    if missing:
+        raise damaged(f, f"it lacks the columns {', '.join(missing)}")
+
+
+def damaged(f: Path, why: str) -> BotterError:
+    """The error for a file of a run folder that is not as botter wrote it."""
+    return BotterError(f"{f} is damaged ({why}): the run folder cannot be used; train it again (or restore the "
+                       "folder from a copy)")
+
+
+def _check_meta(f: Path, meta: dict) -> None:
+    """run.json has what the commands read: symbols, timeframe and periods {symbol: {split: [start, end]}}."""
+    periods = meta.get("periods")
+    if not isinstance(meta.get("symbols"), list) or not isinstance(meta.get("timeframe"), str):
+        raise damaged(f, "it lacks symbols or timeframe")
+    if not isinstance(periods, dict) or not all(
+            isinstance(spans, dict) and all(isinstance(v, list) and len(v) == 2 for v in spans.values())
+            for spans in periods.values()):
+        raise damaged(f, "its periods are missing or not {symbol: {split: [start, end]}}")
+    try:
+        for spans in periods.values():
+            for v in spans.values():
+                pd.Timestamp(v[0]), pd.Timestamp(v[1])
+    except (TypeError, ValueError) as e:
+        raise damaged(f, f"a period holds a time that is not one ({e})") from e
 
 
 def find(path) -> tuple[list[Run], list[tuple[Path, str]]]:

@@ -7,6 +7,7 @@ line and exits with code 2.
 """
 
 import difflib
+import errno
 import itertools
 import os
 import re
@@ -32,8 +33,10 @@ def app(config_name: str, task) -> None:
 
     The command line is checked first (`check_command_line`), so that a wrong flag, override or
     value prints one line before any output folder exists. A BotterError from the task, or a `???`
-    value it reads, prints one line too; all of them exit with code 2. Any other exception from the
-    task is a bug and keeps its traceback.
+    value it reads, or a folder it cannot write (OSError: no permission, a read-only or full disk), prints
+    one line too; all of them exit with code 2. A reader that closes the pipe of our output
+    (`| head`) ends the command quietly. Any other exception from the task is a bug and keeps its
+    traceback.
     """
     started = False
 
@@ -47,6 +50,13 @@ def app(config_name: str, task) -> None:
             _exit(e)
         except (MissingMandatoryValue, InterpolationResolutionError) as e:
             _exit(_unresolved(e))
+        except BrokenPipeError:
+            _closed_pipe()
+        except OSError as e:
+            if e.errno not in UNWRITABLE:
+                raise
+            _exit(f"cannot write {e.filename or 'a file'} ({e.strerror}): make its folder writable (or free some "
+                  "space), or choose another folder")
 
     try:
         check_command_line(os.path.basename(sys.argv[0]), config_name, sys.argv[1:])
@@ -54,12 +64,27 @@ def app(config_name: str, task) -> None:
         _exit(e)
     try:
         main()
+        sys.stdout.flush()  # a pipe holds the output in a buffer: a closed one shows here, not in a print
+    except BrokenPipeError:
+        _closed_pipe()
     except SystemExit as e:
         # Hydra prints its own message and exits 1 for a command line it cannot compose (left to it
         # with HYDRA_FULL_ERROR=1, or with configs from --config-dir): that is bad input too.
         if e.code == 1 and not started:
             sys.exit(2)
         raise
+
+
+# Errors of a folder the user pointed a command at, not bugs: no permission, a read-only or full disk.
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _closed_pipe() -> None:
+    """The reader of our output went away (`botter-runs | head`): stop quietly, as Unix tools do.
+    stdout goes to /dev/null first, so that Python's own flush at exit does not fail on the pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)  # 128 + SIGPIPE: what a shell reports for a command stopped by a closed pipe
 
 
 def _exit(message) -> None:
