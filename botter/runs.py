@@ -34,7 +34,7 @@ import torch
 from omegaconf import OmegaConf
 
 from botter.atomic import atomic_path
-from botter.data.candles import to_ms
+from botter.data.candles import COLUMNS, to_ms
 from botter.errors import BotterError, one_line
 
 FORMAT = 1  # of model.pt and run.json; bumped when either changes shape
@@ -223,25 +223,53 @@ class Run:
         span = self.periods.get(symbol, {}).get("test")
         return None if span is None else (pd.Timestamp(span[0]), pd.Timestamp(span[1]))
 
-    def in_sample(self, decisions: dict) -> list[str]:
+    def twins(self, candles: dict, data_dir=None) -> dict[str, str]:
+        """{symbol of `candles`: the training symbol it is} for each one whose candles equal, at the
+        same open time, a candle the model was fitted or early-stopped on, whatever it is called
+        (planted data under another name, the same market spelt or stored twice). {} where the run's
+        own candles cannot be loaded (a store that is not here)."""
+        from botter.data import load_config
+
+        try:
+            own = load_config(self.config["data"], data_dir)
+        except BotterError:
+            return {}
+        out = {}
+        for symbol, df in candles.items():
+            for trained, seen in own.items():
+                span = self.fitted(trained)
+                if span is None or symbol in out:
+                    continue
+                seen = seen.loc[span[0] : span[1]]
+                common = seen.index.intersection(df.index)
+                same = seen.loc[common, COLUMNS].to_numpy() == df.loc[common, COLUMNS].to_numpy()
+                if same.all(axis=1).any():
+                    out[symbol] = trained
+        return out
+
+    def in_sample(self, decisions: dict, twins: dict | None = None) -> list[str]:
         """Which of `decisions` ({symbol: (first, last) decision time}) overlap what the model was
-        fitted or early-stopped on: one line per overlap (symbols alike share one), empty when all
-        are out of sample."""
+        fitted or early-stopped on, by name or through `twins` ({symbol: training symbol it is}):
+        one line per overlap (symbols alike share one), empty when all are out of sample."""
+        twins = twins or {}
         overlaps = {}
         for symbol, (first, last) in decisions.items():
-            span = self.fitted(symbol)
-            if span is None:
-                continue
             first, last = (pd.Timestamp(to_ms(t), unit="ms", tz="UTC") for t in (first, last))
-            if first < span[1] and last >= span[0]:  # the last label reads the open of span[1]: known at a decision there
-                overlaps.setdefault((first, last, *span), []).append(symbol)
+            for trained in dict.fromkeys([symbol, twins.get(symbol, symbol)]):
+                span = self.fitted(trained)
+                # the last label reads the open of span[1]: known at a decision there
+                if span is not None and first < span[1] and last >= span[0]:
+                    name = symbol if trained == symbol else f"{symbol} (the candles of {trained})"
+                    overlaps.setdefault((first, last, *span), []).append(name)
+                    break
         return [f"{', '.join(symbols)} {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} overlaps the training period "
                 f"{a:%Y-%m-%d %H:%M} .. {b:%Y-%m-%d %H:%M}" for (first, last, a, b), symbols in overlaps.items()]
 
-    def guard(self, decisions: dict, *, allow: bool, what: str) -> bool:
+    def guard(self, decisions: dict, *, allow: bool, what: str, candles: dict | None = None, data_dir=None) -> bool:
         """Refuse `what` (a backtest, a paper run) over `decisions` that overlap the training periods
-        unless `allow`; returns whether it is in-sample."""
-        lines = self.in_sample(decisions)
+        unless `allow`; returns whether it is in-sample. With `candles` (those decided on), a symbol
+        whose candles are the training candles under another name counts as that one (`twins`)."""
+        lines = self.in_sample(decisions, self.twins(candles, data_dir) if candles else None)
         if lines and not allow:
             raise BotterError(f"{what} would be in-sample: {'; '.join(lines)}. Pick a period after it (the run's "
                               "test period is out of sample), or pass allow_in_sample=true to run it anyway, "

@@ -363,10 +363,9 @@ def given(key: str) -> bool:
 
 def load_candles(d: dict, data_dir) -> dict:
     """{symbol: candles} for a data config (the keys of configs/data/*.yaml)."""
-    from botter.data import load
+    from botter.data import load_config
 
-    return load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"],
-                end=d["end"], data_dir=data_dir, **d.get("params", {}))
+    return load_config(d, data_dir)
 
 
 def build_windows(c: dict, *, progress: bool, candles: dict | None = None):

@@ -4,6 +4,8 @@ A Candles frame: index `time` (tz-aware UTC DatetimeIndex of candle OPEN times, 
 float64 columns open, high, low, close, volume. The candle at t is known at its close, t + timeframe.
 """
 
+import re
+
 import ccxt
 import numpy as np
 import pandas as pd
@@ -11,6 +13,18 @@ import pandas as pd
 from botter.errors import BotterError
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
+# ccxt's unified symbol: BASE/QUOTE, or BASE/QUOTE:SETTLE for a derivative. No _ inside a part, so
+# that the store file name (BASE_QUOTE) names one market only.
+SYMBOL = re.compile(r"[A-Za-z0-9.-]+/[A-Za-z0-9.-]+(:[A-Za-z0-9.-]+)?")
+
+
+def check_symbol(symbol) -> str:
+    """`symbol` where it is spelt as ccxt spells a market (BASE/QUOTE, like ETH/BTC), else BotterError:
+    ETH_BTC or ETH:BTC would read the same store file as ETH/BTC under another name."""
+    if isinstance(symbol, str) and SYMBOL.fullmatch(symbol):
+        return symbol
+    raise BotterError(f"symbol {symbol!r} is not spelt BASE/QUOTE: write it as the exchange's unified symbol, "
+                      "like ETH/BTC (or BTC/USDT:USDT for a derivative)")
 
 
 def timeframe_ms(timeframe: str) -> int:

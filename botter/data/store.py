@@ -18,7 +18,7 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
 from botter.atomic import atomic_path
-from botter.data.candles import COLUMNS, between
+from botter.data.candles import COLUMNS, between, check_symbol
 from botter.errors import BotterError
 
 # A name for candles that come from no ccxt exchange (a CSV from elsewhere): local-<name>.
@@ -45,7 +45,7 @@ def store_path(data_dir: str | os.PathLike, exchange: str, symbol: str, timefram
 
     The path is always inside data_dir: the exchange must be a ccxt id or local-<name>, and the
     symbol and timeframe must make a plain file name."""
-    name = f"{symbol.replace('/', '_').replace(':', '_')}-{timeframe}.parquet"
+    name = f"{check_symbol(symbol).replace('/', '_').replace(':', '_')}-{timeframe}.parquet"
     if not FILE_NAME.fullmatch(name):
         raise BotterError(
             f"symbol {symbol!r} with timeframe {timeframe!r} does not make a store file name: use a symbol "

@@ -172,7 +172,8 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
     for symbol, (first, last) in recorded(folder / "ledger.sqlite").items():  # what a resumed ledger holds
         if symbol in decisions:
             decisions[symbol] = (min(first, pd.Timestamp(decisions[symbol][0])), max(last, pd.Timestamp(decisions[symbol][1])))
-    in_sample = run.guard(decisions, allow=allow_in_sample, what="this paper run")
+    in_sample = run.guard(decisions, allow=allow_in_sample, what="this paper run", data_dir=data_dir,
+                          candles=candles if feed["name"] == "replay" else None)
     # Everything that makes the run what it is: a ledger resumes only under the same.
     meta = {"symbols": symbols, "timeframe": info["timeframe"], "feed": feed["name"], "source": source,
             "exchange": exchange_id, "sandbox": sandbox,
