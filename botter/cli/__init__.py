@@ -362,10 +362,12 @@ def given(key: str) -> bool:
 
 
 def load_candles(d: dict, data_dir) -> dict:
-    """{symbol: candles} for a data config (the keys of configs/data/*.yaml)."""
+    """{symbol: candles} for a data config (the keys of configs/data/*.yaml), without the candles no
+    chart can be drawn from (botter.dataset.chartable: the backtest sees them missing, as the model does)."""
     from botter.data import load_config
+    from botter.dataset import chartable
 
-    return load_config(d, data_dir)
+    return chartable(load_config(d, data_dir))
 
 
 def build_windows(c: dict, *, progress: bool, candles: dict | None = None):

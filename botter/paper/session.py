@@ -18,6 +18,7 @@ from botter import inference
 from botter.data import load
 from botter.data.candles import between, to_ms
 from botter.data.fetch import make_exchange
+from botter.dataset import chartable
 from botter.errors import BotterError
 from botter.paper import loop
 from botter.paper.feeds import Poll, Replay
@@ -153,6 +154,7 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
         else:
             exchange_id = exchange.get("id", d["exchange"])
             candles = load(source, symbols, d["timeframe"], data_dir=data_dir, exchange=exchange_id)
+        candles = chartable(candles)  # the backtest's candles: one no chart is drawn from is a missing one
         periods = {s: replay_period(run, s, candles[s], feed["start"], feed["end"]) for s in symbols}
         decisions = {}
         for s, (start, end) in periods.items():
