@@ -380,13 +380,41 @@ def build_windows(c: dict, *, progress: bool, candles: dict | None = None):
     d, ds = c["data"], c["dataset"]
     if candles is None:
         candles = load_candles(d, c["paths"]["data_dir"])
-    hours = market_hours.resolve(d["hours"], candles, d["timeframe"])
+    hours = market_hours.resolve(d["hours"], candles, d["timeframe"], until=training_end(c, candles))
     windows = dataset.build(
         candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],
         render=c["render"], hours=hours, flat_threshold=ds["flat_threshold"],
         cache_dir=c["paths"]["cache_dir"] if ds["cache"] else None, progress=progress,
     )
     return candles, hours, windows
+
+
+def training_end(c: dict, candles: dict):
+    """Where the first training span of a resolved train or walkforward config ends, roughly (before
+    the windows exist): what data.hours=auto learns from. dataset.split.val_start where given, else
+    the train share of the candles' time span (a walk-forward run: its first fold's train span); a
+    pandas Timestamp, or None without candles."""
+    import pandas as pd
+
+    from botter.data.candles import timeframe_ms, to_ms
+    from botter.walkforward import parse_span
+
+    times = [t for df in candles.values() if len(df) for t in (df.index[0], df.index[-1])]
+    if not times:
+        return None
+    first, last = min(times), max(times)
+    if "walkforward" in c:
+        span = parse_span(c["walkforward"]["train"], "train")
+        if isinstance(span, pd.Timedelta):
+            return first + span
+        if isinstance(span, int):
+            return first + span * pd.Timedelta(timeframe_ms(c["data"]["timeframe"]), "ms")
+        share = span
+    elif c["dataset"]["split"]["val_start"] is not None:
+        return pd.Timestamp(to_ms(c["dataset"]["split"]["val_start"]), unit="ms", tz="UTC")
+    else:
+        share = c["dataset"]["split"]["train"]
+    return first + share * (last - first)
 
 
 def model_info(c: dict, hours) -> dict:
