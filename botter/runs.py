@@ -5,7 +5,8 @@ A run folder (botter-train's, kind "train"; botter-walkforward's, kind "walkforw
     config.yaml          the resolved config it was made with
     run.json             what it is: kind, status (running / complete), symbols, timeframe, market
                          hours, the periods per symbol it was fitted on (train) and early-stopped
-                         on (val), its test periods, and how its predictions were computed
+                         on (val), its test periods, how its predictions were computed, and the
+                         command line's overrides it was made with (Hydra writes no .hydra/ here)
     model.pt             the model(s): plain tensors and numbers, loaded without running any code
                          (a walk-forward run's: its last fold's ensemble)
     predictions.parquet  time, symbol, p_<class>..., label (<NA> where unknown); a walk-forward

@@ -352,13 +352,17 @@ def _explain(e, script: str, name: str, overrides: list[str]) -> str:
     return " ".join(lines) + " (HYDRA_FULL_ERROR=1 shows Hydra's own report)"
 
 
-def given(key: str) -> bool:
-    """Whether `key` was set on the command line of this Hydra app (False outside one)."""
+def overrides() -> list[str]:
+    """The overrides on the command line of this Hydra app, as given ([] outside one): what a run
+    folder records of how it was made."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return False
-    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def given(key: str) -> bool:
+    """Whether `key` was set on the command line of this Hydra app (False outside one)."""
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides())
 
 
 def load_candles(d: dict, data_dir) -> dict:
