@@ -45,7 +45,7 @@ def paper_dir(run_dir, name: str) -> Path:
 
 def recorded(path: Path) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
     """{symbol: (first, last) candle} a ledger holds already ({} where there is none yet)."""
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.exists():
         return {}
     with Ledger(path, readonly=True) as ledger:
         bars = ledger.table("bars")
@@ -66,6 +66,22 @@ def replay_period(run: Run, symbol: str, candles: pd.DataFrame, start=None, end=
         return start, None
     fills = candles.index.searchsorted(pd.Timestamp(to_ms(end), unit="ms", tz="UTC"))
     return start, candles.index[min(fills, len(candles) - 1)]
+
+
+def skipped_on_resume(held: dict, candles: dict, periods: dict) -> list[str]:
+    """A line per symbol whose replay, resuming a ledger that holds `held` ({symbol: (first, last)
+    candle}), starts later than the candle after its last one: the candles between are never traded."""
+    lines = []
+    for symbol, (_, last) in held.items():
+        if symbol not in periods:
+            continue
+        start = pd.Timestamp(to_ms(periods[symbol][0]), unit="ms", tz="UTC")
+        index = candles[symbol].index
+        n = int(((index > last) & (index < start)).sum())
+        if n:
+            lines.append(f"{symbol}: the ledger ends at {last}, the replay starts at feed.start={start}: the {n} "
+                         "candles between are not traded (leave feed.start out to go on where the ledger ends)")
+    return lines
 
 
 @contextmanager
@@ -171,7 +187,9 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
         decisions = dict.fromkeys(symbols, (pd.Timestamp.now(tz="UTC"),) * 2)
     else:
         raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
-    for symbol, (first, last) in recorded(folder / "ledger.sqlite").items():  # what a resumed ledger holds
+    held = recorded(folder / "ledger.sqlite")
+    skipped = skipped_on_resume(held, candles, periods) if feed["name"] == "replay" else []
+    for symbol, (first, last) in held.items():  # what a resumed ledger holds
         if symbol in decisions:
             decisions[symbol] = (min(first, pd.Timestamp(decisions[symbol][0])), max(last, pd.Timestamp(decisions[symbol][1])))
     in_sample = run.guard(decisions, allow=allow_in_sample, what="this paper run", data_dir=data_dir,
@@ -197,6 +215,8 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
             ex.apiKey = ex.secret = ex.password = ""
             candle_feed = Poll(ex, symbols, info["timeframe"], policy=validate, stop=stop,
                                **{k: feed[k] for k in POLL_KEYS})
+        for line in skipped:
+            log.warning(line)
         last = ledger.last_time()
         log.info("paper run %s: %s %s on the %s feed, %s, %s", folder, ", ".join(symbols), info["timeframe"],
                  feed["name"], meta["sample"],
