@@ -83,7 +83,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise BotterError(f"{path} does not exist") from None
+        raise BotterError(f"{path} does not exist: train it again (or restore it from a copy)") from None
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):  # it names a function or class to call: what a crafted file does
             raise BotterError(f"{path} holds more than plain tensors and numbers, so it was not loaded (loading it "
@@ -297,10 +297,7 @@ def open_run(path) -> Run:
         raise BotterError(f"{path} was written in run format {meta.get('format')}, this botter reads {FORMAT}: "
                           "train it again")
     _check_meta(path / "run.json", meta)
-    for name in ("model.pt", "predictions.parquet"):
-        if not (path / name).is_file():
-            raise damaged(path / name, "it is missing")
-    _check_predictions(path / "predictions.parquet")
+    _check_predictions(path / "predictions.parquet")  # model.pt is checked where it is read (Run.model)
     f = path / "config.yaml"
     try:
         config = OmegaConf.to_container(OmegaConf.load(f), resolve=True)
@@ -317,11 +314,13 @@ def _check_predictions(f: Path) -> None:
     """predictions.parquet is a Parquet file with the columns the commands read (its footer only: cheap)."""
     import pyarrow.parquet as pq
 
+    if not f.is_file():
+        raise damaged(f, "it is missing")
     try:
         columns = pq.read_schema(f).names
     except Exception as e:  # ArrowInvalid, OSError, ... for a file that is not Parquet
         raise damaged(f, one_line(e)) from e
-    missing = [c for c in ("time", "symbol", "p_down", "p_up") if c not in columns]
+    missing = [c for c in ("time", "symbol") if c not in columns]
     if missing:
         raise damaged(f, f"it lacks the columns {', '.join(missing)}")
 

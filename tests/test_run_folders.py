@@ -48,6 +48,7 @@ DAMAGE = {
                                  "run.json is damaged \\(its periods are missing"),
     "run.json bad period": (lambda r: rewrite_json(r / "run.json", lambda m: {**m, "periods": {"ETH/BTC": {
         "train": ["yesterday-ish", "x"]}}}), "run.json is damaged \\(a period holds a time"),
+    "model missing": (lambda r: (r / "model.pt").unlink(), "model.pt does not exist"),
     "model without info": (lambda r: rewrite_model(r / "model.pt", lambda s: s.pop("info")),
                            "model.pt is damaged \\(it lacks info\\)"),
     "model info incomplete": (lambda r: rewrite_model(r / "model.pt", lambda s: s["info"].pop("window")),
