@@ -256,7 +256,7 @@ def chartable(candles: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     and no label reads across, in training, backtests and paper replays alike."""
     out = {}
     for symbol, df in candles.items():
-        bad = bad_candles(torch.from_numpy(df[COLUMNS].to_numpy(np.float64))).numpy()  # (T,)
+        bad = bad_candles(torch.tensor(df[COLUMNS].to_numpy(np.float64))).numpy()  # (T,)
         if bad.any():
             times = df.index[bad]
             log.warning("%s: %d candle%s no chart can be drawn from (first at %s; open or close outside [low, high], "
