@@ -42,7 +42,7 @@ def learn(times: pd.DatetimeIndex, timeframe: str) -> list[list[int]] | None:
 
     A slot of the week (one timeframe long) is open when at least half of its occurrences between
     the first and the last candle hold a candle, so a few holes do not close a slot and a stray
-    weekend candle does not open one.
+    weekend candle does not open one; a slot that occurs only once is open (one week cannot tell).
     """
     tf = timeframe_ms(timeframe)
     ms = np.unique(times.as_unit("ms").asi8)
@@ -53,7 +53,9 @@ def learn(times: pd.DatetimeIndex, timeframe: str) -> list[list[int]] | None:
     n = (ms[-1] - ms[0]) // tf + 1  # candles on the grid from the first to the last
     first = _slot(ms[:1], tf)[0]
     occurrences = n // slots + (((np.arange(slots) - first) % slots) < n % slots)
-    open_ = 2 * hits >= occurrences
+    # A slot seen once cannot tell a closure from a gap: it counts as open (a short training part
+    # of a market that never closes must not close the slots its gaps happen to fall in).
+    open_ = (2 * hits >= occurrences) | (occurrences < 2)
     if open_.all():
         return None
     # Runs of open slots -> [start, end) minutes of the week.
