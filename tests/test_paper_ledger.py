@@ -128,6 +128,6 @@ def test_a_paper_name_stays_inside_the_runs_paper_folder(tiny_run, name):
     for call in (lambda: session.trade(tiny_run, name=name, feed=REPLAY, backtest=settings(tiny_run), progress=False),
                  lambda: session.status(tiny_run, name)):
         with pytest.raises(BotterError, match=rf"name='{re.escape(name)}' must be a plain folder name \(no / and no "
-                                              r"\.\.\): a paper run lives in .*/paper/<name>/"):
+                                              r"\.\.\): it names the folder .*/paper/<name>/"):
             call()
     assert sorted(p for p in tiny_run.parent.rglob("*")) == before

@@ -158,6 +158,9 @@ class Ledger:
     def __init__(self, path: str | Path, meta: dict | None = None, *, readonly: bool = False):
         self.path = Path(path)
         self.db = self._lock = None
+        if self.path.is_file() and self.path.stat().st_size == 0:  # SQLite would take it for a new ledger
+            raise BotterError(f"the paper ledger {self.path} is an empty file (0 bytes), not a ledger: it records "
+                              "nothing; delete it (this name then starts afresh) or give another name=")
         try:
             with self._trouble():
                 if readonly:
