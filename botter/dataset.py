@@ -23,6 +23,7 @@ The label is known when the 1 + horizon candles after t are there and consecutiv
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,8 +38,10 @@ from botter.data import hours as market_hours
 from botter.data.candles import to_ms
 from botter.errors import BotterError
 from botter.progress import bar as progress_bar
-from botter.render import check_windows, ohlc_images
+from botter.render import bad_candles, ohlc_images
 from botter.render import render as render_windows
+
+log = logging.getLogger(__name__)
 
 CLASS_NAMES = {2: ("down", "up"), 3: ("down", "flat", "up")}
 SPLITS = ("train", "val", "test")
@@ -213,6 +216,7 @@ def build(
         raise BotterError("no symbols to build windows from: give at least one, like data.symbols=[ETH/BTC]")
     if window < 1:
         raise BotterError(f"data.window={window} must be >= 1 candle")
+    candles = chartable(candles)
     lookback = botter.render.lookback(window, render.get("ma"))
     total = sum(len(df) for df in candles.values())
     prices, times = np.empty((total, len(COLUMNS))), np.empty(total, np.int64)  # filled symbol by symbol
@@ -236,7 +240,6 @@ def build(
     table = CandleTable(prices=torch.from_numpy(prices), times=times,
                         offsets=np.cumsum([0, *(len(df) for df in candles.values())]), names=tuple(candles))
     ends = np.concatenate(ends)
-    check_windows(table.prices, torch.from_numpy(ends), lookback, times.view("datetime64[ms]"))
     if len(ends) == 0:
         return Windows(table, ends, np.zeros(0, np.int8), window, horizon, render,
                        None if render["name"] == "ohlc" else np.zeros((0, render["channels"], render["height"],
@@ -244,6 +247,24 @@ def build(
     # The render config is checked (and a slow renderer's images drawn) through botter.render.render.
     cached = _cached_images(candles, window, render, ends, table.offsets, cache_dir, progress)
     return Windows(table, ends, np.concatenate(labels), window, horizon, render, cached)
+
+
+def chartable(candles: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """`candles` without the candles no chart can be drawn from (botter.render.bad_candles: an open or
+    close outside [low, high], a price <= 0, ...), with a warning naming how many: the store keeps
+    what its validation policy flags, and such a candle is then a missing one, a gap no window spans
+    and no label reads across, in training, backtests and paper replays alike."""
+    out = {}
+    for symbol, df in candles.items():
+        bad = bad_candles(torch.tensor(df[COLUMNS].to_numpy(np.float64))).numpy()  # (T,)
+        if bad.any():
+            times = df.index[bad]
+            log.warning("%s: %d candle%s no chart can be drawn from (first at %s; open or close outside [low, high], "
+                        "a price <= 0, ...) left out like missing candles: no window spans them", symbol, len(times),
+                        "s" * (len(times) > 1), times[0])
+            df = df[~bad]
+        out[symbol] = df
+    return out
 
 
 def _no_windows(symbol, df, window, lookback, timeframe, hours) -> str:

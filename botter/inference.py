@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from botter.dataset import CLASS_NAMES, Windows, build
+from botter.errors import BotterError, one_line
 from botter.model import build_model
 from botter.progress import bar as progress_bar
 from botter.render import lookback
-from botter.runs import Run
+from botter.runs import Run, damaged
 
 PRECISION = "float32"
 
@@ -131,7 +132,10 @@ def load(run: Run, device=None) -> Predictor:
     saved = run.model()
     models = []
     for state in saved["state_dicts"]:
-        model = build_model(**saved["model_kwargs"])
-        model.load_state_dict(state)
+        try:
+            model = build_model(**saved["model_kwargs"])
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, ValueError, KeyError, BotterError) as e:  # torch's size mismatch, odd kwargs
+            raise damaged(run.path / "model.pt", f"its weights do not fit the model it describes: {one_line(e)}") from e
         models.append(model.to(memory_format=torch.channels_last))
     return Predictor(models, saved["info"], device)

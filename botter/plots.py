@@ -118,8 +118,12 @@ def plot_equity(result: Result, path, *, title: str = "") -> None:
     # No annualised figure in the title: over a few days of candles they are extreme by definition.
     share = s["Fees / Gross PnL [%]"]
     costs = f"fees {share:.0f} % of the gross PnL" if np.isfinite(share) else "no gross profit before fees"
-    top.set_title(f"{title}  ·  {s['# Trades']} trades, fees {s['Fees Paid']:.4g} ({costs})")
-    top.legend(loc="best")
+    top.set_title(f"{title}  ·  {s['# Trades']} trades, fees {s['Fees Paid']:.4g} ({costs})", loc="left", fontsize=10)
+    # Above the axes, not inside: a curve that spans the whole panel leaves no corner free.
+    top.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, fontsize=9, frameon=False)
+    low = min(equity.min(), buy_hold.min())
+    if low > 0 and max(equity.max(), buy_hold.max()) / low > 20:  # a 50x curve flattens its first half on a linear scale
+        top.set_yscale("log")
     top.grid(alpha=0.3)
     drawdown_panel(bottom, result.equity)
     save(fig, path)
@@ -257,7 +261,7 @@ def _summary(pnl_ax, dist_ax, trades: pd.DataFrame, period: pd.DataFrame, *, spa
     if span is not None:  # its left edge drawn too: 150 of 10 M candles is narrower than a pixel
         pnl_ax.axvspan(*span, color="gold", alpha=0.4, lw=0)
         pnl_ax.axvline(span[0], color="goldenrod", lw=1.5, label="the candles above, from here")
-        pnl_ax.legend(loc="upper left", fontsize=9)
+        pnl_ax.legend(loc="best", fontsize=9)
     if trades.empty:
         pnl_ax.text(0.5, 0.5, "no trades", transform=pnl_ax.transAxes, ha="center", va="center")
         dist_ax.set_axis_off()

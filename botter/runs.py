@@ -5,7 +5,8 @@ A run folder (botter-train's, kind "train"; botter-walkforward's, kind "walkforw
     config.yaml          the resolved config it was made with
     run.json             what it is: kind, status (running / complete), symbols, timeframe, market
                          hours, the periods per symbol it was fitted on (train) and early-stopped
-                         on (val), its test periods, and how its predictions were computed
+                         on (val), its test periods, how its predictions were computed, and the
+                         command line's overrides it was made with (Hydra writes no .hydra/ here)
     model.pt             the model(s): plain tensors and numbers, loaded without running any code
                          (a walk-forward run's: its last fold's ensemble)
     predictions.parquet  time, symbol, p_<class>..., label (<NA> where unknown); a walk-forward
@@ -37,13 +38,14 @@ from filelock import Timeout as LockTimeout
 from omegaconf import OmegaConf
 
 from botter.atomic import atomic_path
-from botter.data.candles import to_ms
-from botter.errors import BotterError
+from botter.data.candles import COLUMNS, to_ms
+from botter.errors import BotterError, one_line
 
 FORMAT = 1  # of model.pt and run.json; bumped when either changes shape
 KINDS = ("train", "walkforward")
 METRIC_SECTIONS = ("test", "baselines", "backtest", "intervals", "test_windows")  # mappings in metrics.json
 INTERVALS = ("accuracy", "roc_auc", "sharpe")  # botter.evaluate.INTERVAL_METRICS (evaluate is above this module)
+MODEL_INFO = ("render", "timeframe", "window", "horizon", "classes")  # what model.pt's info must say
 
 
 _claimed: dict[Path, FileLock] = {}  # the run folders this process writes, and the locks that say so
@@ -127,7 +129,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise BotterError(f"{path} does not exist") from None
+        raise BotterError(f"{path} does not exist: train it again (or restore it from a copy)") from None
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):  # it names a function or class to call: what a crafted file does
             raise BotterError(f"{path} holds more than plain tensors and numbers, so it was not loaded (loading it "
@@ -164,6 +166,16 @@ def fail(path, error: BaseException) -> None:
     _write_meta(Path(path), {**read_meta(path), "status": status, "error": f"{type(error).__name__}: {error}",
                              "finished": _now()})
     _release(path)
+
+
+def plain_name(name, key: str, parent) -> str:
+    """`name` where it is one plain folder name (no /, \\, . or ..), so that a folder made from it stays
+    inside `parent`; else BotterError naming the option (`key`) to set."""
+    name = str(name)
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or "/" in name:
+        raise BotterError(f"{key}={name!r} must be a plain folder name (no / and no ..): it names the folder "
+                          f"{parent}/<name>/")
+    return name
 
 
 def read_meta(path) -> dict:
@@ -215,8 +227,13 @@ class Run:
         return self.meta["periods"]
 
     def predictions(self) -> pd.DataFrame:
-        """predictions.parquet: time (UTC), symbol, p_<class>..., label (<NA> where unknown)."""
-        return pd.read_parquet(self.path / "predictions.parquet")
+        """predictions.parquet: time (UTC), symbol, p_<class>..., label (<NA> where unknown).
+        A file damaged since `open_run` checked it: BotterError naming it."""
+        f = self.path / "predictions.parquet"
+        try:
+            return pd.read_parquet(f)
+        except Exception as e:  # pyarrow raises several types for a damaged file (ArrowInvalid, OSError, ...)
+            raise damaged(f, one_line(e)) from e
 
     def metrics(self) -> dict:
         """metrics.json: the test metrics, the baselines, their intervals and the backtest's key figures.
@@ -245,8 +262,18 @@ class Run:
         return pd.read_csv(self.path / name, index_col=0)
 
     def model(self) -> dict:
-        """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load)."""
-        return load_checkpoint(self.path / "model.pt")
+        """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load);
+        BotterError naming the file where it lacks one of them."""
+        f = self.path / "model.pt"
+        saved = load_checkpoint(f)
+        shapes = {"state_dicts": list, "model_kwargs": dict, "info": dict}
+        wrong = [k for k, kind in shapes.items() if not isinstance(saved, dict) or not isinstance(saved.get(k), kind)]
+        if not wrong and not saved["state_dicts"]:
+            wrong = ["state_dicts (empty)"]
+        wrong += [f"info.{k}" for k in MODEL_INFO if not wrong and k not in saved["info"]]
+        if wrong:
+            raise damaged(f, f"it lacks {', '.join(wrong)}")
+        return saved
 
     def fitted(self, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         """The period of `symbol` the model was fitted and early-stopped on (from its first train
@@ -273,24 +300,54 @@ class Run:
         span = self.periods.get(symbol, {}).get("test")
         return None if span is None else (pd.Timestamp(span[0]), pd.Timestamp(span[1]))
 
-    def in_sample(self, decisions: dict) -> list[str]:
+    def twins(self, candles: dict, data_dir=None) -> dict[str, str]:
+        """{symbol of `candles`: the training symbol it is} for each one whose candles equal, at the
+        same open time, a candle the model was fitted or early-stopped on, whatever it is called
+        (planted data under another name, the same market spelt or stored twice). {} where the run's
+        own candles cannot be loaded (a store that is not here)."""
+        from botter.data import load_config
+
+        try:
+            own = load_config(self.config["data"], data_dir)
+        except BotterError:
+            return {}
+        out = {}
+        for symbol, df in candles.items():
+            for trained, seen in own.items():
+                span = self.fitted(trained)
+                if span is None or symbol in out:
+                    continue
+                seen = seen.loc[span[0] : span[1]]
+                common = seen.index.intersection(df.index)
+                same = seen.loc[common, COLUMNS].to_numpy() == df.loc[common, COLUMNS].to_numpy()
+                if same.all(axis=1).any():
+                    out[symbol] = trained
+        return out
+
+    def in_sample(self, decisions: dict, twins: dict | None = None) -> list[str]:
         """Which of `decisions` ({symbol: (first, last) decision time}) start before the model is out
-        of sample (`out_of_sample_from`): one line per such span (symbols alike share one), empty
-        when all are out of sample."""
+        of sample (`out_of_sample_from`), by name or through `twins` ({symbol: training symbol it
+        is}): one line per such span (symbols alike share one), empty when all are out of sample."""
+        twins = twins or {}
         early = {}
         for symbol, (first, last) in decisions.items():
-            start = self.out_of_sample_from(symbol)
             first, last = (pd.Timestamp(to_ms(t), unit="ms", tz="UTC") for t in (first, last))
-            if start is not None and first < start:
-                early.setdefault((first, last, *self.fitted(symbol)), []).append(symbol)
+            for trained in dict.fromkeys([symbol, twins.get(symbol, symbol)]):
+                start = self.out_of_sample_from(trained)
+                if start is not None and first < start:
+                    name = symbol if trained == symbol else f"{symbol} (the candles of {trained})"
+                    early.setdefault((first, last, *self.fitted(trained)), []).append(name)
+                    break
         return [f"{', '.join(symbols)} {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} starts before the end of the "
                 f"training period {a:%Y-%m-%d %H:%M} .. {b:%Y-%m-%d %H:%M} (out of sample from {b:%Y-%m-%d %H:%M} on)"
                 for (first, last, a, b), symbols in early.items()]
 
-    def guard(self, decisions: dict, *, allow: bool, what: str) -> bool:
+    def guard(self, decisions: dict, *, allow: bool, what: str, candles: dict | None = None, data_dir=None) -> bool:
         """Refuse `what` (a backtest, a paper run) over `decisions` that start before the model is out
-        of sample (`in_sample`) unless `allow`; returns whether it is in-sample."""
-        lines = self.in_sample(decisions)
+        of sample (`in_sample`) unless `allow`; returns whether it is in-sample. With `candles` (those
+        decided on), a symbol whose candles are the training candles under another name counts as
+        that one (`twins`)."""
+        lines = self.in_sample(decisions, self.twins(candles, data_dir) if candles else None)
         if lines and not allow:
             raise BotterError(f"{what} would be in-sample: {'; '.join(lines)}. Start it at the end of the training "
                               "period or later, or pass allow_in_sample=true to run it anyway, "
@@ -305,6 +362,8 @@ def open_run(path) -> Run:
     if not path.is_dir():
         raise BotterError(f"{path} is not a folder: pass run_dir=<the folder of a botter-train run>")
     meta = read_meta(path)
+    if not isinstance(meta, dict):
+        raise damaged(path / "run.json", f"it holds a {type(meta).__name__}, not a mapping")
     if not meta:
         raise BotterError(f"{path} is not a run folder of this botter version (it has no run.json): pass the "
                           "folder a botter-train run printed, or train again")
@@ -316,8 +375,56 @@ def open_run(path) -> Run:
     if meta.get("format") != FORMAT:
         raise BotterError(f"{path} was written in run format {meta.get('format')}, this botter reads {FORMAT}: "
                           "train it again")
-    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
+    _check_meta(path / "run.json", meta)
+    _check_predictions(path / "predictions.parquet")  # model.pt is checked where it is read (Run.model)
+    f = path / "config.yaml"
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(f), resolve=True)
+    except FileNotFoundError:
+        raise damaged(f, "it is missing") from None
+    except Exception as e:  # a YAML error, a list, an interpolation that does not resolve: not the file train wrote
+        raise damaged(f, one_line(e)) from e
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise damaged(f, "it holds no data config")
     return Run(path, meta, config)
+
+
+def _check_predictions(f: Path) -> None:
+    """predictions.parquet is a Parquet file with the columns the commands read (its footer only: cheap)."""
+    import pyarrow.parquet as pq
+
+    if not f.is_file():
+        raise damaged(f, "it is missing")
+    try:
+        columns = pq.read_schema(f).names
+    except Exception as e:  # ArrowInvalid, OSError, ... for a file that is not Parquet
+        raise damaged(f, one_line(e)) from e
+    missing = [c for c in ("time", "symbol") if c not in columns]
+    if missing:
+        raise damaged(f, f"it lacks the columns {', '.join(missing)}")
+
+
+def damaged(f: Path, why: str) -> BotterError:
+    """The error for a file of a run folder that is not as botter wrote it."""
+    return BotterError(f"{f} is damaged ({why}): the run folder cannot be used; train it again (or restore the "
+                       "folder from a copy)")
+
+
+def _check_meta(f: Path, meta: dict) -> None:
+    """run.json has what the commands read: symbols, timeframe and periods {symbol: {split: [start, end]}}."""
+    periods = meta.get("periods")
+    if not isinstance(meta.get("symbols"), list) or not isinstance(meta.get("timeframe"), str):
+        raise damaged(f, "it lacks symbols or timeframe")
+    if not isinstance(periods, dict) or not all(
+            isinstance(spans, dict) and all(isinstance(v, list) and len(v) == 2 for v in spans.values())
+            for spans in periods.values()):
+        raise damaged(f, "its periods are missing or not {symbol: {split: [start, end]}}")
+    try:
+        for spans in periods.values():
+            for v in spans.values():
+                pd.Timestamp(v[0]), pd.Timestamp(v[1])
+    except (TypeError, ValueError) as e:
+        raise damaged(f, f"a period holds a time that is not one ({e})") from e
 
 
 def find(path) -> tuple[list[Run], list[tuple[Path, str]]]:

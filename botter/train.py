@@ -366,6 +366,8 @@ def plot_curves(history: pd.DataFrame, path) -> None:
     a.set(xlabel="epoch", ylabel="loss (class-weighted cross-entropy)", title="loss")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (a, b):
+        # Half an epoch of margin: one epoch alone would otherwise get ticks like 0.95 .. 1.05.
+        ax.set_xlim(history["epoch"].min() - 0.5, history["epoch"].max() + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -410,3 +411,15 @@ def test_cli_bad_run_dir(tmp_path):
 
     with pytest.raises(BotterError, match="not a run folder"):
         _backtest(compose("backtest", [f"run_dir={tmp_path}"]))
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/elsewhere", "a/b", "..", ""])
+def test_a_backtest_name_stays_inside_the_runs_backtests_folder(tmp_path, name):
+    from botter.cli.backtest import backtest as _backtest
+    from botter.config import compose
+
+    toy_run(tmp_path / "run")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(BotterError, match=rf"name='{re.escape(name)}' must be a plain folder name .*/backtests/<name>/"):
+        _backtest(compose("backtest", [f"run_dir={tmp_path / 'run'}", f"name='{name}'"]))
+    assert sorted(tmp_path.rglob("*")) == before

@@ -155,6 +155,12 @@ def test_hydra_full_error_keeps_hydras_report(tmp_path, monkeypatch):
 @pytest.mark.parametrize("raises, code, says", [
     ("KeyError('source')", 1, "KeyError: 'source'"),  # a bug keeps its traceback
     ("BotterError('bad input: fix it')", 2, "error: bad input: fix it"),
+    # a folder the command cannot write (a run folder without permission, a full disk) is no bug
+    ("PermissionError(13, 'Permission denied', '/r/backtests/x')", 2,
+     "error: cannot write /r/backtests/x (Permission denied): make its folder writable"),
+    ("OSError(28, 'No space left on device', '/r/paper/p/equity.png')", 2,
+     "error: cannot write /r/paper/p/equity.png (No space left on device)"),
+    ("OSError(2, 'No such file or directory', '/r/x')", 1, "FileNotFoundError"),  # not a write problem: a bug
 ])
 def test_an_unexpected_exception_in_a_task_keeps_its_traceback(tmp_path, raises, code, says):
     program = ("import sys\nfrom botter.cli import app\nfrom botter.errors import BotterError\n"
@@ -163,3 +169,16 @@ def test_an_unexpected_exception_in_a_task_keeps_its_traceback(tmp_path, raises,
     assert done.returncode == code
     assert says in done.stderr
     assert ("Traceback" in done.stderr) == (code == 1)
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
+    program = ("import sys\nfrom botter.cli import app\n"
+               "def task(cfg):\n    for i in range(100000):\n        print('line', i)\n"
+               "sys.argv = ['botter-shape']\napp('shape', task)\n")
+    proc = subprocess.Popen([sys.executable, "-c", program], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()  # what `| head -1` does after its line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports a command stopped by the pipe
+    assert stderr == ""

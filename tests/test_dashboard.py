@@ -117,8 +117,8 @@ def test_the_index_shows_a_ledger_it_cannot_read_as_one_line(tiny_run, tmp_path)
     empty.parent.mkdir(parents=True)
     empty.touch()
     page = str(index_page(tmp_path))
-    assert "no cash in its meta table" in page and "holds no tables yet: resume it with botter-paper" in page
-    assert empty.stat().st_size == 0 and not Path(f"{empty}-wal").exists()
+    assert "no cash in its meta table" in page and "is an empty file (0 bytes), not a ledger" in page
+    assert empty.stat().st_size == 0 and not Path(f"{empty}-wal").exists()  # nothing created beside it
 
 
 def test_the_page_figures_are_the_status_figures(tiny_run, paper, capsys):

@@ -68,9 +68,9 @@ def test_the_store_stays_inside_the_data_folder(tmp_path, exchange):
 @pytest.mark.parametrize("symbol, timeframe, message", [
     ("../x", "5m", "does not make a store file name"),
     ("ETH/BTC", "5m/../../x", "is not a timeframe like 1m"),
-    ("..", "5m", "is not a market like BTC/USDT: give symbol=BASE/QUOTE"),
-    ("A B/C", "1h", "is not a market like BTC/USDT"),
-    ("BTC", "1h", "'BTC' is not a market like BTC/USDT: give symbol=BASE/QUOTE"),
+    ("..", "5m", "is not spelt BASE/QUOTE"),
+    ("A B/C", "1h", "is not spelt BASE/QUOTE"),
+    ("BTC", "1h", "'BTC' is not spelt BASE/QUOTE"),
     ("BTC/USDT", "0m", "'0m' is not a timeframe like 1m, 5m, 1h, 1d, 1w, 1M: a whole number above 0"),
     ("BTC/USDT", "-1h", "is not a timeframe"),
 ])

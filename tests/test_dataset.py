@@ -229,3 +229,22 @@ def test_class_balance_counts_each_split():
     assert table.loc["train", ["down", "up", "n"]].tolist() == [2, 0, 2]
     assert table.loc["val", "down"] == 2 and table.loc["test", "n"] == 0 and table.loc["test", "unlabelled"] == 3
     assert table.loc["val", "up %"] == 0
+
+
+def test_a_candle_no_chart_can_be_drawn_from_is_a_gap(caplog):
+    render_cfg, _ = _configs()
+    df = load_sample("ETH/BTC").iloc[:400].copy()
+    bad = [100, 250]  # open above high, close below low: the store keeps them (outside_range: flag)
+    df.iloc[bad[0], df.columns.get_loc("open")] = df["high"].iloc[bad[0]] * 1.01
+    df.iloc[bad[1], df.columns.get_loc("close")] = df["low"].iloc[bad[1]] * 0.99
+    kw = {"window": 20, "horizon": 5, "classes": 2, "timeframe": "5m", "render": render_cfg, "progress": False}
+    with caplog.at_level("WARNING", logger="botter.dataset"):
+        w = dataset.build({"ETH/BTC": df}, **kw)
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith("ETH/BTC: 2 candles no chart can be drawn from (first at ")
+    assert str(df.index[bad[0]]) in caplog.records[0].getMessage()
+    # exactly the windows and labels of the same candles with those two missing
+    missing = dataset.build({"ETH/BTC": df.drop(df.index[bad])}, **kw)
+    assert (w.times == missing.times).all() and (w.labels == missing.labels).all()
+    assert len(w) < len(dataset.build({"ETH/BTC": load_sample("ETH/BTC").iloc[:400]}, **kw))
+    assert torch.equal(w.images(), missing.images())

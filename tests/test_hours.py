@@ -109,3 +109,28 @@ def test_a_daily_stock_csv_imports_trains_with_the_default_window_and_backtests(
     stats = backtest(compose("backtest", [f"run_dir={run}", "name=daily", *limits, *data]))["SPY/USD"].stats
     assert stats["# Trades"] > 0
     assert stats["Duration"] > pd.Timedelta(days=100)
+
+
+def test_auto_hours_are_learnt_from_the_training_part_alone():
+    from omegaconf import OmegaConf
+
+    from botter.cli import build_windows, training_end
+    from botter.config import compose
+
+    # Hourly candles over 10 weeks from a Monday: weekends traded in weeks 0-3 only. The first 70 %
+    # of the time span (the training part) trades most weekends; the whole span, most weekends not.
+    index = pd.date_range("2024-01-01", periods=10 * 168, freq="1h", tz="UTC", name="time")
+    week, weekend = (index - index[0]).days // 7, index.day_of_week >= 5
+    index = index[~weekend | (week < 4)]
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.001, len(index))))
+    df = pd.DataFrame({"open": close, "high": close * 1.001, "low": close * 0.999, "close": close,
+                       "volume": 1.0}, index=index)
+    c = OmegaConf.to_container(compose("train", ["data.timeframe=1h", "data.symbols=[SPY/USD]"]), resolve=True)
+    assert hours.resolve("auto", {"SPY/USD": df}, "1h") == [[0, 7200]]  # what the test period would teach
+    assert training_end(c, {"SPY/USD": df}) == index[0] + 0.7 * (index[-1] - index[0])
+    _, learnt, _ = build_windows(c, progress=False, candles={"SPY/USD": df})
+    assert learnt is None
+    # dates given: up to val_start
+    c["dataset"]["split"] |= {"val_start": "2024-01-29", "test_start": "2024-02-26"}
+    assert training_end(c, {"SPY/USD": df}) == pd.Timestamp("2024-01-29", tz="UTC")
+    assert build_windows(c, progress=False, candles={"SPY/USD": df})[1] is None

@@ -373,3 +373,24 @@ def test_status_prints_and_plots(tiny_run, whole, capsys):
     assert (whole[1].parent / "equity.png").stat().st_size > 10_000
     with pytest.raises(BotterError, match="no paper run 'nothing'"):
         _paper(compose("paper", [f"run_dir={tiny_run}", "name=nothing", "mode=status"]))
+
+
+def test_a_candle_no_chart_can_be_drawn_from_is_missing_in_backtest_and_replay_alike(tiny_run, tmp_path, caplog):
+    from botter.cli.backtest import backtest as _backtest
+
+    eth = load_sample(SYMBOL).loc[:"2018-01-14T23:55"].copy()
+    start = runs.open_run(tiny_run).test_period(SYMBOL)[0]
+    bad = eth.index[eth.index.get_loc(start) + 30]  # the store keeps it (outside_range: flag)
+    eth.loc[bad, "open"] = eth.loc[bad, "high"] * 1.01
+    append_store(store_path(tmp_path / "data", "binance", SYMBOL, "5m"), eth)
+    common = [f"run_dir={tiny_run}", f"paths.data_dir={tmp_path / 'data'}", "name=bad-candle",
+              *(f"backtest.{k}={v}" for k, v in settings(tiny_run).items())]
+    with caplog.at_level("WARNING", logger="botter.dataset"):
+        result = _backtest(compose("backtest", [*common, "data=store", f"data.symbols=[{SYMBOL}]",
+                                                f"period.start='{start:%Y-%m-%dT%H:%M}'"]))[SYMBOL]
+        _paper(compose("paper", [*common, f"symbol={SYMBOL}", "progress=false", "feed.source=store"]))
+    assert f"{SYMBOL}: 1 candle no chart can be drawn from (first at {bad}" in caplog.text
+    ledger = tables(session.paper_dir(tiny_run, "bad-candle") / "ledger.sqlite")
+    assert bad not in set(ledger["bars"]["time"]) and bad not in result.equity.index
+    assert len(result.trades) > 3
+    assert_same_fills(ledger["fills"], expected_fills(result, eth.drop(bad).loc[result.equity.index]))

@@ -263,3 +263,18 @@ def test_resume_refuses_other_candles_under_the_same_config(tmp_path):
         _train(compose("train", [*args, f"paths.data_dir={tmp_path / 'b'}", "trainer.resume=true"]),
                out_dir=tmp_path / "run")
     assert _files(tmp_path / "run") == before
+
+
+@pytest.mark.slow
+def test_a_refused_resume_from_the_command_line_leaves_the_run_folder_byte_identical(tmp_path):
+    run = tmp_path / "run"
+    train = [str(Path(sys.executable).parent / "botter-train"), *PLANTED, "data.params.episodes=200",
+             "trainer.max_epochs=1", f"hydra.run.dir={run}"]
+    first = _cli(train, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["overrides"] == train[1:-1]  # as .hydra/overrides.yaml held them
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    refused = _cli([*train, "trainer.resume=true", "trainer.lr=0.5"], tmp_path)
+    assert refused.returncode == 2 and "other settings (trainer.lr" in refused.stderr, refused.stderr[-3000:]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+    assert not (run / ".hydra").exists()

@@ -7,6 +7,7 @@ line and exits with code 2.
 """
 
 import difflib
+import errno
 import itertools
 import os
 import re
@@ -32,8 +33,10 @@ def app(config_name: str, task) -> None:
 
     The command line is checked first (`check_command_line`), so that a wrong flag, override or
     value prints one line before any output folder exists. A BotterError from the task, or a `???`
-    value it reads, prints one line too; all of them exit with code 2. Any other exception from the
-    task is a bug and keeps its traceback.
+    value it reads, or a folder it cannot write (OSError: no permission, a read-only or full disk), prints
+    one line too; all of them exit with code 2. A reader that closes the pipe of our output
+    (`| head`) ends the command quietly. Any other exception from the task is a bug and keeps its
+    traceback.
     """
     started = False
 
@@ -47,6 +50,13 @@ def app(config_name: str, task) -> None:
             _exit(e)
         except (MissingMandatoryValue, InterpolationResolutionError) as e:
             _exit(_unresolved(e))
+        except BrokenPipeError:
+            _closed_pipe()
+        except OSError as e:
+            if e.errno not in UNWRITABLE:
+                raise
+            _exit(f"cannot write {e.filename or 'a file'} ({e.strerror}): make its folder writable (or free some "
+                  "space), or choose another folder")
 
     try:
         check_command_line(os.path.basename(sys.argv[0]), config_name, sys.argv[1:])
@@ -54,12 +64,27 @@ def app(config_name: str, task) -> None:
         _exit(e)
     try:
         main()
+        sys.stdout.flush()  # a pipe holds the output in a buffer: a closed one shows here, not in a print
+    except BrokenPipeError:
+        _closed_pipe()
     except SystemExit as e:
         # Hydra prints its own message and exits 1 for a command line it cannot compose (left to it
         # with HYDRA_FULL_ERROR=1, or with configs from --config-dir): that is bad input too.
         if e.code == 1 and not started:
             sys.exit(2)
         raise
+
+
+# Errors of a folder the user pointed a command at, not bugs: no permission, a read-only or full disk.
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _closed_pipe() -> None:
+    """The reader of our output went away (`botter-runs | head`): stop quietly, as Unix tools do.
+    stdout goes to /dev/null first, so that Python's own flush at exit does not fail on the pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)  # 128 + SIGPIPE: what a shell reports for a command stopped by a closed pipe
 
 
 def _exit(message) -> None:
@@ -327,21 +352,26 @@ def _explain(e, script: str, name: str, overrides: list[str]) -> str:
     return " ".join(lines) + " (HYDRA_FULL_ERROR=1 shows Hydra's own report)"
 
 
-def given(key: str) -> bool:
-    """Whether `key` was set on the command line of this Hydra app (False outside one)."""
+def overrides() -> list[str]:
+    """The overrides on the command line of this Hydra app, as given ([] outside one): what a run
+    folder records of how it was made."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return False
-    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def given(key: str) -> bool:
+    """Whether `key` was set on the command line of this Hydra app (False outside one)."""
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides())
 
 
 def load_candles(d: dict, data_dir) -> dict:
-    """{symbol: candles} for a data config (the keys of configs/data/*.yaml)."""
-    from botter.data import load
+    """{symbol: candles} for a data config (the keys of configs/data/*.yaml), without the candles no
+    chart can be drawn from (botter.dataset.chartable: the backtest sees them missing, as the model does)."""
+    from botter.data import load_config
+    from botter.dataset import chartable
 
-    return load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"],
-                end=d["end"], data_dir=data_dir, **d.get("params", {}))
+    return chartable(load_config(d, data_dir))
 
 
 def build_windows(c: dict, *, progress: bool, candles: dict | None = None):
@@ -354,13 +384,41 @@ def build_windows(c: dict, *, progress: bool, candles: dict | None = None):
     d, ds = c["data"], c["dataset"]
     if candles is None:
         candles = load_candles(d, c["paths"]["data_dir"])
-    hours = market_hours.resolve(d["hours"], candles, d["timeframe"])
+    hours = market_hours.resolve(d["hours"], candles, d["timeframe"], until=training_end(c, candles))
     windows = dataset.build(
         candles, window=d["window"], horizon=d["horizon"], classes=d["classes"], timeframe=d["timeframe"],
         render=c["render"], hours=hours, flat_threshold=ds["flat_threshold"],
         cache_dir=c["paths"]["cache_dir"] if ds["cache"] else None, progress=progress,
     )
     return candles, hours, windows
+
+
+def training_end(c: dict, candles: dict):
+    """Where the first training span of a resolved train or walkforward config ends, roughly (before
+    the windows exist): what data.hours=auto learns from. dataset.split.val_start where given, else
+    the train share of the candles' time span (a walk-forward run: its first fold's train span); a
+    pandas Timestamp, or None without candles."""
+    import pandas as pd
+
+    from botter.data.candles import timeframe_ms, to_ms
+    from botter.walkforward import parse_span
+
+    times = [t for df in candles.values() if len(df) for t in (df.index[0], df.index[-1])]
+    if not times:
+        return None
+    first, last = min(times), max(times)
+    if "walkforward" in c:
+        span = parse_span(c["walkforward"]["train"], "train")
+        if isinstance(span, pd.Timedelta):
+            return first + span
+        if isinstance(span, int):
+            return first + span * pd.Timedelta(timeframe_ms(c["data"]["timeframe"]), "ms")
+        share = span
+    elif c["dataset"]["split"]["val_start"] is not None:
+        return pd.Timestamp(to_ms(c["dataset"]["split"]["val_start"]), unit="ms", tz="UTC")
+    else:
+        share = c["dataset"]["split"]["train"]
+    return first + share * (last - first)
 
 
 def model_info(c: dict, hours) -> dict:

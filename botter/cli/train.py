@@ -4,7 +4,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from botter.cli import app, build_windows, load_candles, model_info, report_backtest, signal_settings
+from botter.cli import (
+    app,
+    build_windows,
+    load_candles,
+    model_info,
+    overrides,
+    report_backtest,
+    signal_settings,
+)
 
 
 def main() -> None:
@@ -42,7 +50,7 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
               f"(market hours: {market_hours.describe(hours)}); "
               "labelled windows per class and split:")
         print(dataset.class_balance(windows, assignment, d["classes"]).to_string())
-        runs.start(out_dir, c, kind="train", resume=t["resume"])
+        runs.start(out_dir, c, kind="train", resume=t["resume"], overrides=overrides())
     try:
         model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
         fitted = fit(train_w.labelled(), val_w.labelled(), model_kwargs=model_kwargs, out_dir=out_dir,

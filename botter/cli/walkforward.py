@@ -4,7 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from botter.cli import app, build_windows, model_info, report_backtest, signal_settings
+from botter.cli import app, build_windows, model_info, overrides, report_backtest, signal_settings
 from botter.errors import BotterError
 
 
@@ -38,7 +38,7 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
     wf.check_folds(windows, folds)
     print(f"{len(windows)} windows of {len(candles)} symbols (market hours: {market_hours.describe(hours)}); "
           f"{len(folds)} {w['mode']} folds, {w['ensemble']} models each:")
-    runs.start(out_dir, c, kind="walkforward")
+    runs.start(out_dir, c, kind="walkforward", overrides=overrides())
     try:
         model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
         device = pick_device(t["device"])

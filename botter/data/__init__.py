@@ -6,7 +6,7 @@ float64 columns open, high, low, close, volume.
 
 import pandas as pd
 
-from botter.data.candles import COLUMNS, between, timeframe_ms
+from botter.data.candles import COLUMNS, between, check_symbol, timeframe_ms
 from botter.data.samples import load_sample, sample_symbols
 from botter.data.store import load_candles, store_path
 from botter.data.validate import Report, validate
@@ -17,6 +17,7 @@ __all__ = [
     "Report",
     "load",
     "load_candles",
+    "load_config",
     "load_sample",
     "sample_symbols",
     "store_path",
@@ -41,8 +42,13 @@ def load(
     start/end bound the candle open times, [start, end), as text ("2024-01-01") or epoch ms.
     data_dir is the store's folder (paths.data_dir), needed for source="store".
     `params` go to the planted generator (`botter.data.planted.planted_candles`).
-    Returns {symbol: Candles frame} in the order of `symbols`.
+    Returns {symbol: Candles frame} in the order of `symbols`. A symbol not spelt BASE/QUOTE
+    (`check_symbol`) raises BotterError: another spelling would be the same market under another name.
     """
+    if isinstance(symbols, str):
+        raise BotterError(f"symbols={symbols!r} must be a list, like [{symbols}]")
+    for s in symbols:
+        check_symbol(s)
     if source == "sample":
         return {s: between(load_sample(s, timeframe), start, end) for s in symbols}
     if source == "store":
@@ -54,3 +60,9 @@ def load(
 
         return {s: between(planted_candles(timeframe=timeframe, **params), start, end) for s in symbols}
     raise BotterError(f"data.source={source!r} is not one of: sample, store, planted")
+
+
+def load_config(d: dict, data_dir=None) -> dict[str, pd.DataFrame]:
+    """{symbol: candles} for a resolved data config (the keys of configs/data/*.yaml)."""
+    return load(d["source"], d["symbols"], d["timeframe"], exchange=d["exchange"], start=d["start"], end=d["end"],
+                data_dir=data_dir, **d.get("params", {}))

@@ -33,6 +33,20 @@ def _parse(timeframe: str) -> tuple[int, str]:
     return int(m[1]), m[2]
 
 
+# ccxt's unified symbol: BASE/QUOTE, or BASE/QUOTE:SETTLE for a derivative. No _ inside a part, so
+# that the store file name (BASE_QUOTE) names one market only.
+SYMBOL = re.compile(r"[A-Za-z0-9.-]+/[A-Za-z0-9.-]+(:[A-Za-z0-9.-]+)?")
+
+
+def check_symbol(symbol) -> str:
+    """`symbol` where it is spelt as ccxt spells a market (BASE/QUOTE, like ETH/BTC), else BotterError:
+    ETH_BTC or ETH:BTC would read the same store file as ETH/BTC under another name."""
+    if isinstance(symbol, str) and SYMBOL.fullmatch(symbol):
+        return symbol
+    raise BotterError(f"symbol {symbol!r} is not spelt BASE/QUOTE: write it as the exchange's unified symbol, "
+                      "like ETH/BTC (or BTC/USDT:USDT for a derivative)")
+
+
 def timeframe_ms(timeframe: str) -> int:
     """Length of one candle in milliseconds ("5m" -> 300000); months and years at their nominal 30
     and 365 days (ccxt's), though on the grid they are calendar months and years."""

@@ -17,7 +17,7 @@ the past never depends on later candles.
 import numpy as np
 import pandas as pd
 
-from botter.data.candles import timeframe_ms
+from botter.data.candles import timeframe_ms, to_ms
 from botter.errors import BotterError
 
 MINUTE_MS = 60_000
@@ -42,7 +42,7 @@ def learn(times: pd.DatetimeIndex, timeframe: str) -> list[list[int]] | None:
 
     A slot of the week (one timeframe long) is open when at least half of its occurrences between
     the first and the last candle hold a candle, so a few holes do not close a slot and a stray
-    weekend candle does not open one.
+    weekend candle does not open one; a slot that occurs only once is open (one week cannot tell).
     """
     tf = timeframe_ms(timeframe)
     ms = np.unique(times.as_unit("ms").asi8)
@@ -53,7 +53,9 @@ def learn(times: pd.DatetimeIndex, timeframe: str) -> list[list[int]] | None:
     n = (ms[-1] - ms[0]) // tf + 1  # candles on the grid from the first to the last
     first = _slot(ms[:1], tf)[0]
     occurrences = n // slots + (((np.arange(slots) - first) % slots) < n % slots)
-    open_ = 2 * hits >= occurrences
+    # A slot seen once cannot tell a closure from a gap: it counts as open (a short training part
+    # of a market that never closes must not close the slots its gaps happen to fall in).
+    open_ = (2 * hits >= occurrences) | (occurrences < 2)
     if open_.all():
         return None
     # Runs of open slots -> [start, end) minutes of the week.
@@ -113,11 +115,14 @@ def positions(ms: np.ndarray, timeframe: str, hours) -> np.ndarray:
     return (np.cumsum(is_open) - 1)[at]
 
 
-def resolve(setting, candles: dict[str, pd.DataFrame], timeframe: str) -> list[list[int]] | None:
-    """data.hours as a config gives it: "auto" learns the hours from all of `candles` together,
-    "always" (or null) means a market that never closes, a list gives the ranges."""
+def resolve(setting, candles: dict[str, pd.DataFrame], timeframe: str, until=None) -> list[list[int]] | None:
+    """data.hours as a config gives it: "auto" learns the hours from `candles` together, those that
+    open before `until` (a time; None: all of them) so that a run learns them from its training part
+    alone, never from the candles it is tested on; "always" (or null) means a market that never
+    closes, a list gives the ranges."""
     if setting == "auto":
-        times = pd.DatetimeIndex(np.concatenate([df.index.as_unit("ms").asi8 for df in candles.values()])
-                                 .astype("datetime64[ms]")).tz_localize("UTC") if candles else pd.DatetimeIndex([])
-        return learn(times, timeframe)
+        ms = np.concatenate([df.index.as_unit("ms").asi8 for df in candles.values()]) if candles else np.zeros(0, np.int64)
+        if until is not None:
+            ms = ms[ms < to_ms(until)]
+        return learn(pd.DatetimeIndex(ms.astype("datetime64[ms]")).tz_localize("UTC"), timeframe)
     return check(setting)

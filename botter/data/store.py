@@ -23,7 +23,7 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
 from botter.atomic import atomic_path
-from botter.data.candles import COLUMNS, between, on_grid, timeframe_ms
+from botter.data.candles import COLUMNS, between, check_symbol, on_grid, timeframe_ms
 from botter.errors import BotterError
 
 # A name for candles that come from no ccxt exchange (a CSV from elsewhere): local-<name>.
@@ -33,8 +33,6 @@ FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # How long a writer waits for another one (a write takes seconds at most).
 LOCK_TIMEOUT_S = 300
 CONFLICTS = ("fail", "keep", "replace")
-# BASE/QUOTE, or BASE/QUOTE:SETTLE for a derivative; no folder parts.
-SYMBOL = re.compile(r"[^/:\s]+/[^/:\s]+(:[^/:\s]+)?")
 
 
 def check_exchange_id(exchange: str) -> str:
@@ -52,8 +50,7 @@ def store_path(data_dir: str | os.PathLike, exchange: str, symbol: str, timefram
 
     The path is always inside data_dir: the exchange must be a ccxt id or local-<name>, the symbol
     BASE/QUOTE (with an optional :SETTLE), and symbol and timeframe must make a plain file name."""
-    if not SYMBOL.fullmatch(str(symbol)):
-        raise BotterError(f"symbol {symbol!r} is not a market like BTC/USDT: give symbol=BASE/QUOTE")
+    check_symbol(symbol)
     timeframe_ms(timeframe)  # a timeframe like 1h, or one line saying how to write it
     name = f"{symbol.replace('/', '_').replace(':', '_')}-{timeframe}.parquet"
     if not FILE_NAME.fullmatch(name):

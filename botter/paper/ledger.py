@@ -158,6 +158,9 @@ class Ledger:
     def __init__(self, path: str | Path, meta: dict | None = None, *, readonly: bool = False):
         self.path = Path(path)
         self.db = self._lock = None
+        if self.path.is_file() and self.path.stat().st_size == 0:  # SQLite would take it for a new ledger
+            raise BotterError(f"the paper ledger {self.path} is an empty file (0 bytes), not a ledger: it records "
+                              "nothing; delete it (this name then starts afresh) or give another name=")
         try:
             with self._trouble():
                 if readonly:
@@ -169,15 +172,13 @@ class Ledger:
             raise
 
     def _open_readonly(self) -> None:
-        """Open to read, writing nothing: no migration, no new file beside it."""
+        """Open to read, writing nothing: no migration; an old or empty ledger is refused."""
         if not self.path.exists():
             raise BotterError(f"no paper ledger at {self.path}")
-        # With a -wal file a writer is at work (or was killed): read through it (mode=ro; the read
-        # marks in the -shm file are what any WAL reader must set). Without one every commit is in
-        # the file itself: read it as immutable, or SQLite would create -wal and -shm files.
-        wal = self.path.with_name(self.path.name + "-wal").exists()
-        uri = self.path.resolve().as_uri() + ("?mode=ro" if wal else "?mode=ro&immutable=1")
-        self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        # mode=ro: no write to the ledger itself. Not immutable=1, which would spare a WAL ledger's
+        # -wal and -shm files (SQLite's own, created to read it): a writer that starts during the
+        # read could checkpoint into the file under an immutable reader, which would then read torn pages.
+        self.db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
         self._check_file()
         version = self._version()
         self._check_version(version)

@@ -23,7 +23,7 @@ from collections import deque
 import pandas as pd
 
 from botter.backtest import check_costs
-from botter.data.candles import from_rows
+from botter.data.candles import from_rows, to_ms
 from botter.errors import BotterError
 from botter.inference import Predictor
 from botter.paper.broker import Broker
@@ -57,7 +57,8 @@ class Trader:
         `lookback` candles are not consecutive in the market's trading time)."""
         candles = from_rows(list(rows)[-self.lookback:])
         windows = self.predictor.windows({self.symbol: candles}, allow_empty=True)
-        if not len(windows) or windows.ends[-1] != len(candles) - 1:
+        # by time: a candle no chart can be drawn from is left out of the windows' table
+        if not len(windows) or windows.table.times[windows.ends[-1]] != to_ms(candles.index[-1]):
             return None
         p = self.predictor.probabilities(windows.take([-1]))[0]  # (classes,)
         return {c: float(v) for c, v in zip(self.columns, p)}

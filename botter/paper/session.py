@@ -18,12 +18,13 @@ from botter import inference
 from botter.data import load
 from botter.data.candles import between, to_ms
 from botter.data.fetch import make_exchange
+from botter.dataset import chartable
 from botter.errors import BotterError
 from botter.paper import loop
 from botter.paper.feeds import Poll, Replay
 from botter.paper.ledger import Ledger
 from botter.paper.report import plot_equity, summary
-from botter.runs import Run, open_run
+from botter.runs import Run, open_run, plain_name
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,7 @@ POLL_KEYS = ("poll_s", "retry_s", "max_retry_s", "start_tries", "stale_after", "
 def paper_dir(run_dir, name: str) -> Path:
     """The folder of the paper run `name` of a training run: <run_dir>/paper/<name>/. The name is one
     plain folder name, so that a paper run never writes outside its training run's paper folder."""
-    name = str(name)
-    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or "/" in name:
-        raise BotterError(f"name={name!r} must be a plain folder name (no / and no ..): a paper run lives in "
-                          f"{Path(run_dir) / 'paper'}/<name>/")
-    folder = Path(run_dir) / "paper" / name
+    folder = Path(run_dir) / "paper" / plain_name(name, "name", Path(run_dir) / "paper")
     if folder.is_symlink() or (Path(run_dir) / "paper").is_symlink():
         raise BotterError(f"{folder} is a symbolic link: a paper run lives in its training run's own folder; "
                           "remove the link or give another name=")
@@ -48,7 +45,7 @@ def paper_dir(run_dir, name: str) -> Path:
 
 def recorded(path: Path) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
     """{symbol: (first, last) candle} a ledger holds already ({} where there is none yet)."""
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.exists():
         return {}
     with Ledger(path) as ledger:  # as the writer that resumes it: an older ledger is migrated first
         bars = ledger.table("bars")
@@ -69,6 +66,22 @@ def replay_period(run: Run, symbol: str, candles: pd.DataFrame, start=None, end=
         return start, None
     fills = candles.index.searchsorted(pd.Timestamp(to_ms(end), unit="ms", tz="UTC"))
     return start, candles.index[min(fills, len(candles) - 1)]
+
+
+def skipped_on_resume(held: dict, candles: dict, periods: dict) -> list[str]:
+    """A line per symbol whose replay, resuming a ledger that holds `held` ({symbol: (first, last)
+    candle}), starts later than the candle after its last one: the candles between are never traded."""
+    lines = []
+    for symbol, (_, last) in held.items():
+        if symbol not in periods:
+            continue
+        start = pd.Timestamp(to_ms(periods[symbol][0]), unit="ms", tz="UTC")
+        index = candles[symbol].index
+        n = int(((index > last) & (index < start)).sum())
+        if n:
+            lines.append(f"{symbol}: the ledger ends at {last}, the replay starts at feed.start={start}: the {n} "
+                         "candles between are not traded (leave feed.start out to go on where the ledger ends)")
+    return lines
 
 
 @contextmanager
@@ -157,6 +170,7 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
         else:
             exchange_id = exchange.get("id", d["exchange"])
             candles = load(source, symbols, d["timeframe"], data_dir=data_dir, exchange=exchange_id)
+        candles = chartable(candles)  # the backtest's candles: one no chart is drawn from is a missing one
         periods = {s: replay_period(run, s, candles[s], feed["start"], feed["end"]) for s in symbols}
         decisions = {}
         for s, (start, end) in periods.items():
@@ -173,10 +187,13 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
         decisions = dict.fromkeys(symbols, (pd.Timestamp.now(tz="UTC"),) * 2)
     else:
         raise BotterError(f"feed={feed['name']!r} is not one of: replay, ccxt")
-    for symbol, (first, last) in recorded(folder / "ledger.sqlite").items():  # what a resumed ledger holds
+    held = recorded(folder / "ledger.sqlite")
+    skipped = skipped_on_resume(held, candles, periods) if feed["name"] == "replay" else []
+    for symbol, (first, last) in held.items():  # what a resumed ledger holds
         if symbol in decisions:
             decisions[symbol] = (min(first, pd.Timestamp(decisions[symbol][0])), max(last, pd.Timestamp(decisions[symbol][1])))
-    in_sample = run.guard(decisions, allow=allow_in_sample, what="this paper run")
+    in_sample = run.guard(decisions, allow=allow_in_sample, what="this paper run", data_dir=data_dir,
+                          candles=candles if feed["name"] == "replay" else None)
     # Everything that makes the run what it is: a ledger resumes only under the same.
     meta = {"symbols": symbols, "timeframe": info["timeframe"], "feed": feed["name"], "source": source,
             "exchange": exchange_id, "sandbox": sandbox,
@@ -198,6 +215,8 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
             ex.apiKey = ex.secret = ex.password = ""
             candle_feed = Poll(ex, symbols, info["timeframe"], policy=validate, stop=stop,
                                **{k: feed[k] for k in POLL_KEYS})
+        for line in skipped:
+            log.warning(line)
         last = ledger.last_time()
         log.info("paper run %s: %s %s on the %s feed, %s, %s", folder, ", ".join(symbols), info["timeframe"],
                  feed["name"], meta["sample"],
