@@ -120,6 +120,9 @@ _CHUNK = 200
 INTERVAL_METRICS = ("accuracy", "roc_auc", "sharpe")
 
 
+MIN_TIMES = 3  # labelled decision times an interval needs: a resample mixes at least three blocks
+
+
 def block_length(x) -> float:
     """The block length (in steps of `x`) for a circular block bootstrap of the mean of the series x.
 
@@ -139,7 +142,7 @@ def block_length(x) -> float:
     if var == 0:
         return 1.0
     k_n = max(5, int(math.log10(n)))
-    m_max = math.ceil(math.sqrt(n)) + k_n
+    m_max = min(math.ceil(math.sqrt(n)) + k_n, n - 1)  # a short series has no lag as long as itself
     lags = np.arange(m_max + 1)
     acov = np.array([e[k:] @ e[: n - k] / n for k in lags])  # (m_max + 1,) autocovariance R(k)
     significant = np.abs(acov / var) >= 2 * math.sqrt(math.log10(n) / n)
@@ -203,6 +206,9 @@ def bootstrap(times, labels, probs, baselines: dict, *, horizon: int, equity: pd
     strategy's and the market's candle returns: 5m returns carry little linear autocorrelation but
     their volatility clusters, and (1)-(3) are the dependence the Sharpe ratio and the accuracy
     feel. Capped at a third of the period, so a resample still mixes at least three blocks.
+
+    Fewer than MIN_TIMES labelled decision times (a short test period): nothing is resampled, the
+    intervals are NaN (verdict "n/a") and "note" says there are too few windows for an interval.
     """
     times = np.asarray(times, dtype="datetime64[ns]")
     labels = np.asarray(labels, dtype=np.int64)
@@ -218,6 +224,10 @@ def bootstrap(times, labels, probs, baselines: dict, *, horizon: int, equity: pd
                   "market returns": block_length(_candle_returns(buy_hold))}
     block = int(block or math.ceil(max(found.values())))
     block = max(1, min(block, n_times // 3))
+    note = None
+    if n_times < MIN_TIMES:  # no resample mixes three blocks: an interval would say nothing (NaN, "n/a")
+        note = f"too few windows for an interval ({n_times} labelled decision times; at least {MIN_TIMES})"
+        samples = 0
     rng = np.random.default_rng(seed)
     scores = {"accuracy": np.empty((samples, len(names))), "roc_auc": np.empty((samples, len(names)))}
     for s in range(0, samples, _CHUNK):
@@ -231,10 +241,12 @@ def bootstrap(times, labels, probs, baselines: dict, *, horizon: int, equity: pd
         for j, (p, _) in enumerate(predictors.values()):
             scores["roc_auc"][rows, j] = roc_auc(labels, p, w)
     ones = np.ones((1, len(labels)))
-    point = {"accuracy": ones @ correct / len(labels),
-             "roc_auc": np.array([[roc_auc(labels, p, ones)[0] for p, _ in predictors.values()]])}
+    with np.errstate(invalid="ignore"):  # no labelled window: NaN
+        point = {"accuracy": ones @ correct / len(labels),
+                 "roc_auc": np.array([[roc_auc(labels, p, ones)[0] for p, _ in predictors.values()]])}
     out = {"method": "circular block bootstrap over decision times", "level": level, "samples": samples,
-           "block": block, "block_from": {k: round(float(v), 2) for k, v in found.items()}, "seed": seed}
+           "block": block, "block_from": {k: round(float(v), 2) for k, v in found.items()}, "seed": seed,
+           **({"note": note} if note else {})}
     for metric in ("accuracy", "roc_auc"):
         best = 1 + int(np.argmax(np.nan_to_num(point[metric][0, 1:], nan=-np.inf))) if len(names) > 1 else None
         out[metric] = _interval(point[metric][0], scores[metric], best, names[best] if best else None, level)
@@ -307,6 +319,8 @@ def format_intervals(intervals: dict) -> str:
     others = [m for m in verdicts if m not in better]
     if better and others:
         line += f" Not on {', '.join(others)}."
+    if "note" in intervals:
+        line = f"No verdict: {intervals['note']}."
     return (f"{level} % confidence intervals ({intervals['method']}: {intervals['samples']} resamples of "
             f"{intervals['block']}-candle blocks):\n{table}\n{line}")
 

@@ -123,3 +123,23 @@ def test_sharpe_point_is_the_backtests_own_and_shuffled_labels_are_not_distingui
     assert out["roc_auc"]["verdict"] == "not distinguishable"
     text = format_intervals(out)
     assert "NOT distinguishable from the baselines" in text and "sharpe" in text
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 8])
+def test_short_periods_give_a_block_length_and_too_few_windows_says_so(n):
+    from botter.evaluate import MIN_TIMES, block_length, bootstrap, format_intervals
+
+    rng = np.random.default_rng(n)
+    assert 1 <= block_length(rng.normal(size=n)) <= max(1, n / 3)
+    times = pd.date_range("2024-01-01", periods=n, freq="5min").to_numpy()
+    labels = np.arange(n) % 2
+    probs = np.column_stack([1 - np.linspace(0.2, 0.8, n), np.linspace(0.2, 0.8, n)])
+    base = {"majority": (np.full((n, 2), 0.5), np.zeros(n, dtype=np.int64))}
+    curve = pd.Series(np.linspace(1, 1.1, n + 6), index=pd.date_range("2024-01-01", periods=n + 6, freq="5min"))
+    out = bootstrap(times, labels, probs, base, horizon=5, equity=curve, buy_hold=curve, samples=50)
+    text = format_intervals(out)
+    if n < MIN_TIMES:
+        assert "too few windows for an interval" in out["note"] and "too few windows for an interval" in text
+        assert all(np.isnan(out[m]["low"]) and out[m]["verdict"] == "n/a" for m in ("accuracy", "roc_auc", "sharpe"))
+    else:
+        assert "note" not in out and out["accuracy"]["low"] <= out["accuracy"]["value"] <= out["accuracy"]["high"]
