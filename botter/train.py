@@ -43,16 +43,30 @@ CPU_BATCH = 256
 COMPILE_AFTER_STEPS = 2000
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def check_settings(*, schedule, max_epochs, patience, batch_size, lr, weight_decay, grad_clip, **_) -> None:
+    """BotterError naming the trainer.<key> for a setting `fit` cannot train with (other keys of the
+    trainer config are ignored): `fit` checks, and the commands before they write a run folder."""
+    if schedule not in SCHEDULES:
+        raise BotterError(f"trainer.schedule={schedule!r} is not one of: {', '.join(SCHEDULES)}")
+    for name, value in (("max_epochs", max_epochs), ("patience", patience), ("batch_size", batch_size or 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BotterError(f"trainer.{name}={value} must be a whole number >= 1")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise BotterError(f"trainer.{name}={value} must be a number >= 0")
+
+
+def pick_device(device: str = "auto", *, key: str = "trainer.device") -> torch.device:
     """"auto" -> cuda (this process's LOCAL_RANK under torchrun), then mps, then cpu; else as given
-    ("cuda" without an index also means this process's GPU)."""
+    ("cuda" without an index also means this process's GPU). `key`: the setting errors name."""
     if device != "auto":
         try:
             dev = torch.device(device)
-        except RuntimeError as e:
-            raise BotterError(f"trainer.device={device!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from e
+        except (RuntimeError, TypeError) as e:
+            raise BotterError(f"{key}={device!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from e
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise BotterError(f"trainer.device={device!r} but CUDA is not available: use trainer.device=auto")
+            raise BotterError(f"{key}={device!r} but CUDA is not available: use "
+                              f"{'trainer.device=auto' if key == 'trainer.device' else key + '=null'}")
         if dev.type == "cuda" and dev.index is None:  # "cuda": this process's own GPU under torchrun
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return dev
@@ -174,14 +188,8 @@ def fit(
     resume: continue from out_dir/last.pt when it exists; max_epochs may grow (the schedule is
     rebuilt over the new total and continues from the step reached).
     """
-    if schedule not in SCHEDULES:
-        raise BotterError(f"trainer.schedule={schedule!r} is not one of: {', '.join(SCHEDULES)}")
-    for name, value in (("max_epochs", max_epochs), ("patience", patience), ("batch_size", batch_size or 1)):
-        if not isinstance(value, int) or value < 1:
-            raise BotterError(f"trainer.{name}={value} must be a whole number >= 1")
-    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
-        if not isinstance(value, (int, float)) or value < 0:
-            raise BotterError(f"trainer.{name}={value} must be a number >= 0")
+    check_settings(schedule=schedule, max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr,
+                   weight_decay=weight_decay, grad_clip=grad_clip)
     if (train.labels < 0).any() or (val.labels < 0).any():
         raise BotterError("fit takes labelled windows only: pass windows.labelled()")
     if not len(train) or not len(val):

@@ -52,6 +52,7 @@ _END = np.datetime64("NaT")
 def parse_span(value, key: str):
     """A span as written in the config: int -> candles, "20%" or a float in (0, 1) -> share of the
     decision times, "7d" / "12h" / "30m" / "2w" -> pd.Timedelta. `key` names the setting in errors."""
+    given = value  # echoed as written: 200%, not 2.0
     if isinstance(value, bool):
         value = None  # neither: falls through to the error
     if isinstance(value, str) and value.strip().isdigit():
@@ -66,8 +67,33 @@ def parse_span(value, key: str):
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", value) if isinstance(value, str) else None
     if match and float(match[1]) > 0:
         return pd.Timedelta(float(match[1]), _UNITS[match[2]])
-    raise BotterError(f"walkforward.{key}={value!r} is not a span: give candles (an int >= 1), a share of the "
+    raise BotterError(f"walkforward.{key}={given} is not a span: give candles (an int >= 1), a share of the "
                       "decision times (20%, or 0.2) or a duration like 7d, 12h, 30m, 2w")
+
+
+def check_settings(*, mode, train, val, step, purge, ensemble, devices, horizon: int, **_) -> None:
+    """BotterError naming the walkforward.<key> for a setting that cannot run (the walkforward
+    config's keys; `horizon`: data.horizon): called before any data is read or folder written."""
+    if mode not in MODES:
+        raise BotterError(f"walkforward.mode={mode} is not one of: {', '.join(MODES)}")
+    for key, value in (("train", train), ("val", val), ("step", step)):
+        parse_span(value, key)
+    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
+        raise BotterError(f"walkforward.ensemble={_shown(ensemble)} must be a whole number >= 1 (models per fold)")
+    if isinstance(purge, bool) or not isinstance(purge, int) or purge < horizon:
+        raise BotterError(f"walkforward.purge={_shown(purge)} must be a whole number of candles >= data.horizon="
+                          f"{horizon} (no label may straddle two spans)")
+    if devices is not None:
+        if not isinstance(devices, list) or not devices:
+            raise BotterError(f"walkforward.devices={_shown(devices)} must be a list of devices, like "
+                              "walkforward.devices=[cuda:0,cuda:1] (or null: trainer.device)")
+        for device in devices:
+            pick_device(str(device), key="walkforward.devices")
+
+
+def _shown(value) -> str:
+    """A value as the command line writes it (null, not None)."""
+    return "null" if value is None else str(value)
 
 
 @dataclass
@@ -94,6 +120,11 @@ def make_folds(times, exits, *, train, val, step, mode: str = "rolling") -> list
     distinct = np.unique(times)
     spans = {k: parse_span(v, k) for k, v in (("train", train), ("val", val), ("step", step))}
     spans = {k: max(1, round(v * len(distinct))) if isinstance(v, float) else v for k, v in spans.items()}
+    candle = np.diff(distinct).min() if len(distinct) > 1 else None
+    for key, given in (("train", train), ("val", val), ("step", step)):
+        if candle is not None and isinstance(spans[key], pd.Timedelta) and spans[key] < candle:
+            raise BotterError(f"walkforward.{key}={given} is shorter than one candle ({pd.Timedelta(candle)}): give "
+                              "at least one candle's time, or a count of candles")
 
     def move(t, span, sign=1):
         """`t` moved by `span` (forward or back) on the decision times; NaT past the last one."""
@@ -130,15 +161,17 @@ def make_folds(times, exits, *, train, val, step, mode: str = "rolling") -> list
     return out
 
 
-def check_folds(windows: Windows, folds: list[Fold]) -> None:
+def check_folds(windows: Windows, folds: list[Fold], purge: int | None = None) -> None:
     """BotterError, naming the fold and what to change, when a fold's train or validation span holds
-    no labelled window."""
+    no labelled window (`purge`: the candles left out before each boundary, named in it)."""
     for f in folds:
         for i, name in enumerate(("train", "val")):
             if not ((f.assignment == i) & (windows.labels >= 0)).any():
                 raise BotterError(f"walk-forward fold {f.number} has no labelled {name} window (its train span "
                                   f"starts {f.train_start}, validation {f.val_start}, test {f.test_start} UTC): use a "
-                                  f"longer walkforward.{name} span or a longer data range")
+                                  f"longer walkforward.{name} span or a longer data range"
+                                  + (f" (or a shorter walkforward.purge={purge}: the candles left out before "
+                                     "each boundary)" if purge is not None else ""))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 out-of-sample table, the report, and the last fold's ensemble in botter-backtest and botter-paper."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -275,3 +276,32 @@ def test_walkforward_on_the_store_with_duration_spans_and_a_tiny_model(tmp_path)
     assert folds["test to"].iloc[-1] == "2018-01-15 23:55"
     assert (folds["train from"] == folds["train from"].iloc[0]).all()  # anchored
     assert result["intervals"]["samples"] == 200 and "sharpe" in result["intervals"]
+
+
+@pytest.mark.parametrize("override, says", [
+    ("walkforward.ensemble=0", "walkforward.ensemble=0 must be a whole number >= 1"),
+    ("walkforward.ensemble=-1", "walkforward.ensemble=-1 must be a whole number >= 1"),
+    ("walkforward.ensemble=1.5", "walkforward.ensemble=1.5 must be a whole number >= 1"),
+    ("walkforward.purge=null", "walkforward.purge=null must be a whole number of candles >= data.horizon=5"),
+    ("walkforward.devices=cpu", "walkforward.devices=cpu must be a list of devices"),
+    ("walkforward.devices=[cuda:0]", "walkforward.devices='cuda:0' but CUDA is not available: use walkforward.devices=null"),
+    ("walkforward.devices=[bogus]", "walkforward.devices='bogus' is not a torch device"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a whole number >= 1"),
+    ("walkforward.train=200%", "walkforward.train=200% is not a span"),
+    ("walkforward.mode=sideways", "walkforward.mode=sideways is not one of: rolling, anchored"),
+])
+def test_bad_settings_are_one_line_before_anything_is_written(tmp_path, override, says):
+    if "cuda" in override and torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    with pytest.raises(BotterError, match=f"^{re.escape(says)}"):
+        walkforward(compose("walkforward", [*PLANTED, "data.params.episodes=100", override]), out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_spans_shorter_than_a_candle_and_a_purge_that_leaves_nothing_name_their_key():
+    windows = planted_windows(100)
+    with pytest.raises(BotterError, match=r"^walkforward.step=1m is shorter than one candle \(0 days 00:05:00\)"):
+        wf.make_folds(windows.times, windows.exits(5), train=0.3, val=0.1, step="1m")
+    folds = wf.make_folds(windows.times, windows.exits(100_000), train=0.3, val=0.1, step=0.2)
+    with pytest.raises(BotterError, match=r"or a shorter walkforward.purge=100000"):
+        wf.check_folds(windows, folds, 100_000)

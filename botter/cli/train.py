@@ -28,11 +28,12 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
     from botter import dataset, evaluate, runs
     from botter.data import hours as market_hours
     from botter.inference import PRECISION, predictions_frame, probabilities
-    from botter.train import check_resume, fingerprint, fit, pick_device, setup_distributed
+    from botter.train import check_resume, check_settings, fingerprint, fit, pick_device, setup_distributed
 
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     d, ds, r, t = c["data"], c["dataset"], c["render"], c["trainer"]
     out_dir = Path(out_dir or HydraConfig.get().runtime.output_dir)
+    check_settings(**t)  # before anything is written
     rank, _ = setup_distributed(pick_device(t["device"]))
     if rank == 0:
         runs.claim(out_dir, kind="train", resume=t["resume"])  # before the slow work: a refusal comes at once

@@ -5,7 +5,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from botter.cli import app, build_windows, model_info, overrides, report_backtest, signal_settings
-from botter.errors import BotterError
 
 
 def main() -> None:
@@ -23,19 +22,19 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
     from botter.backtest import backtest_predictions
     from botter.data import hours as market_hours
     from botter.inference import PRECISION, predictions_frame
-    from botter.train import pick_device
+    from botter.train import check_settings, pick_device
 
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     d, ds, r, t, w = c["data"], c["dataset"], c["render"], c["trainer"], c["walkforward"]
     out_dir = Path(out_dir or HydraConfig.get().runtime.output_dir)
-    if w["purge"] < d["horizon"]:
-        raise BotterError(f"walkforward.purge={w['purge']} must be >= data.horizon={d['horizon']} candles (no label "
-                          "may straddle two spans)")
+    wf.check_settings(**w, horizon=d["horizon"])  # everything that can be checked before a file is written
+    check_settings(**t)
+    pick_device(t["device"])
     runs.claim(out_dir, kind="walkforward")  # before the slow work: a refusal comes at once
     candles, hours, windows = build_windows(c, progress=t["progress"])
     folds = wf.make_folds(windows.times, windows.exits(w["purge"]), train=w["train"], val=w["val"], step=w["step"],
                           mode=w["mode"])
-    wf.check_folds(windows, folds)
+    wf.check_folds(windows, folds, w["purge"])
     print(f"{len(windows)} windows of {len(candles)} symbols (market hours: {market_hours.describe(hours)}); "
           f"{len(folds)} {w['mode']} folds, {w['ensemble']} models each:")
     runs.start(out_dir, c, kind="walkforward", overrides=overrides())
