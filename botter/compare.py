@@ -161,6 +161,11 @@ def report(path, *, by: str = "accuracy", ascending: bool = False, out_dir=None)
     frame, keys = table(found, path)
     frame = sort(frame, by, ascending=ascending)
     out = Path(out_dir or path)
+    if out_dir is None and (path / "run.json").exists():  # never write into a run folder (one module writes those)
+        raise BotterError(f"path={path} is a run folder: runs.csv and runs.png would go into it; give out_dir=<a "
+                          "folder> for them, or path=<the folder that holds the run folders>")
+    if out.exists() and not out.is_dir():
+        raise BotterError(f"out_dir={out} is a file: give a folder for runs.csv and runs.png")
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "runs.csv") as tmp:
         frame.to_csv(tmp, index=False)

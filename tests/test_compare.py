@@ -108,3 +108,15 @@ def test_damaged_run_folders_are_skipped_each_with_why(tmp_path):
     for name, says in damaged.items():
         assert re.search(rf"\n  {re.escape(str(tmp_path / name))}: .*{re.escape(says)}", text), name
     assert pd.read_csv(tmp_path / "runs.csv")["run"].tolist() == ["good"]
+
+
+def test_botter_runs_writes_into_a_folder_never_into_a_run_folder(tmp_path):
+    fake_run(tmp_path / "run", 1e-3, 0.52, 2.0)
+    with pytest.raises(BotterError, match=r"path=.*/run is a run folder: .* give out_dir=<a folder>"):
+        compare_runs(compose("runs", [f"path={tmp_path / 'run'}"]))
+    assert not (tmp_path / "run" / "runs.csv").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BotterError, match="out_dir=.*/file is a file: give a folder"):
+        compare_runs(compose("runs", [f"path={tmp_path}", f"out_dir={tmp_path / 'file'}"]))
+    compare_runs(compose("runs", [f"path={tmp_path / 'run'}", f"out_dir={tmp_path / 'out'}"]))
+    assert (tmp_path / "out" / "runs.csv").exists()

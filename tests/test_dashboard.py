@@ -305,3 +305,16 @@ def test_the_page_shows_the_status_and_follows_the_ledger(tiny_run, paper, drive
     assert "botter-dashboard: stopped" in served.output
     png = (tmp_path / "dashboard.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+
+
+@pytest.mark.parametrize("override, says", [
+    ("port=8072.5", "port=8072.5 must be a whole number from 1 to 65535"),
+    ("port=70000", "port=70000 must be a whole number from 1 to 65535"),
+    ("host=null", "host=None must be a host name or address"),
+    ("page.refresh_s=1e-9", "page.refresh_s=1e-09 must be >= 0.2 seconds"),
+])
+def test_bad_page_and_server_values_are_one_line(tmp_path, override, says):
+    from botter.cli.dashboard import dashboard
+
+    with pytest.raises(BotterError, match=f"^{re.escape(says)}"):
+        dashboard(compose("dashboard", [f"runs_dir={tmp_path}", override]))

@@ -221,6 +221,7 @@ def serve(app: dash.Dash, host: str, port: int) -> None:
     except (OSError, OverflowError) as e:
         raise BotterError(f"cannot listen on {host}:{port} ({e}): pick a free port=... (or another host=...)") \
             from None
+    port = listening.getsockname()[1]  # port=0: the free one the OS picked, so that the line below is true
     with listening:
         server = make_server(host, port, app.server, threaded=True, fd=listening.fileno())  # serves a copy of it
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request: a page polls
