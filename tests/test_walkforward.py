@@ -193,7 +193,7 @@ def test_the_last_folds_ensemble_backtests_and_paper_trades(planted_run):
         backtest(compose("backtest", [f"run_dir={run}", *candles, "name=in"]))
     # Before the last fold's training span too: the earlier folds' test spans were its training.
     first = pd.Timestamp(opened.periods["PLANTED/BTC"]["train"][0])
-    early = [f"period.start='{first - pd.Timedelta('1d'):%Y-%m-%dT%H:%M}'", f"period.end='{first:%Y-%m-%dT%H:%M}'"]
+    early = [f"period.start='{first - pd.Timedelta('1D'):%Y-%m-%dT%H:%M}'", f"period.end='{first:%Y-%m-%dT%H:%M}'"]
     with pytest.raises(BotterError, match="would be in-sample: PLANTED/BTC .* starts before the end of the training"):
         backtest(compose("backtest", [f"run_dir={run}", *candles, *early, "name=early"]))
     with pytest.raises(BotterError, match="this paper run would be in-sample: PLANTED/BTC"):
