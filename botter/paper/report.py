@@ -60,7 +60,8 @@ def summary(ledger: Ledger) -> pd.DataFrame:
                 "First candle": b["time"].iloc[0], "Last candle": b["time"].iloc[-1], "Last close": b["close"].iloc[-1],
                 "Position": f"{SIDES[state.side]} {abs(state.position):.8g}",
                 "Next open": f"go {SIDES[state.target]}" if state.target != state.side else "hold",
-                "Cash": state.cash, "Equity": state.equity, "Start equity": share, "PnL": state.equity - share,
+                # A position that takes all the cash leaves float noise (-1e-18), shown as "-0.0".
+                "Cash": round(state.cash, 12) + 0.0, "Equity": state.equity, "Start equity": share, "PnL": state.equity - share,
                 "Return [%]": total_return(equity), "Buy & Hold Return [%]": total_return(hold),
                 "Max. Drawdown [%]": max_drawdown(equity), "# Fills": len(f),
                 "# Round trips": int(np.count_nonzero((sides[1:] != sides[:-1]) & (sides[:-1] != 0))),
