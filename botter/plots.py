@@ -43,12 +43,15 @@ MARKERS = {
 
 
 def write_report(results: dict[str, Result], candles: dict[str, pd.DataFrame], out_dir, *,
-                 plot_start=None, plot_end=None, sample: str = "out-of-sample", zoom: int = ZOOM) -> list[Path]:
-    """Write backtest.json, trades.csv, equity.png and trades_<symbol>.png into `out_dir`.
+                 plot_start=None, plot_end=None, sample: str = "out-of-sample", zoom: int = ZOOM,
+                 settings: dict | None = None) -> list[Path]:
+    """Write backtest.json, trades.csv, equity.png and trades_<symbol>.png (and settings.json) into `out_dir`.
 
     results: from botter.backtest.backtest_predictions (per symbol plus "portfolio"). With
     plot_start / plot_end, also trades_<symbol>_zoom.png for that date range. sample: "IN-SAMPLE"
-    or "out-of-sample", written into every file and title. zoom: see `plot_trades`. Returns the paths.
+    or "out-of-sample", written into every file and title. zoom: see `plot_trades`. settings: the
+    signal and cost settings the backtest ran with, written as settings.json (backtests of one run
+    differ by them). Returns the paths.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,10 @@ def write_report(results: dict[str, Result], candles: dict[str, pd.DataFrame], o
     with atomic_path(paths[0]) as tmp:
         tmp.write_text(json.dumps({k: {i: _json(v) for i, v in col.items()} for k, col in table.items()},
                                   indent=2))
+    if settings is not None:
+        paths.append(out / "settings.json")
+        with atomic_path(paths[-1]) as tmp:
+            tmp.write_text(json.dumps({"sample": sample, **settings}, indent=2))
     with atomic_path(paths[1]) as tmp:
         results["portfolio"].trades.assign(Sample=sample).to_csv(tmp, index=False)
     plot_equity(results["portfolio"], paths[2], title=mark + ("portfolio" if len(results) > 2 else next(iter(results))))

@@ -337,9 +337,12 @@ def test_cli_backtests_a_run_folder_into_its_own_report(tmp_path, capsys):
                                "plot.start=2018-01-29 00:00", "plot.end=2018-01-29 04:00", "name=first"])
     results = _backtest(cfg)
     out = tmp_path / "backtests" / "first"
-    names = ["backtest.json", "trades.csv", "equity.png", "trades_ETH-BTC.png", "trades_ETH-BTC_zoom.png",
-             "trades_LTC-BTC.png", "trades_LTC-BTC_zoom.png"]
+    names = ["backtest.json", "settings.json", "trades.csv", "equity.png", "trades_ETH-BTC.png",
+             "trades_ETH-BTC_zoom.png", "trades_LTC-BTC.png", "trades_LTC-BTC_zoom.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    # The settings the backtests of one run differ by, beside their statistics.
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["min_hold"] == 3 and settings["fee"] == 0.001 and settings["sample"] == "out-of-sample"
     stats = json.loads((out / "backtest.json").read_text())
     assert list(stats) == ["ETH/BTC", "LTC/BTC", "portfolio"]
     assert list(stats["portfolio"]) == ["Sample", *STAT_KEYS] and stats["portfolio"]["Sample"] == "out-of-sample"

@@ -138,22 +138,30 @@ def test_thin_keeps_every_extreme_at_its_time(values, bins):
         assert sorted(t[start]) == [run.min(), run.max()]
 
 
-def test_paper_equity_chart_shows_every_fill_in_its_lane(tmp_path, figures):
-    df = load_sample("XMR/BTC").iloc[:240]
+def paper_chart(path, candles: int, every: int) -> dict:
+    """Draw the paper equity chart of a ledger of `candles` XMR/BTC candles with a buy or a sell every
+    `every` candles, at the open; returns the fills per side."""
+    df = load_sample("XMR/BTC").iloc[:candles]
     times = (df.index.as_unit("ms").asi8 // 1).tolist()
-    with Ledger(tmp_path / "ledger.sqlite", {"symbols": ["XMR/BTC"], "timeframe": "5m", "feed": "replay",
-                                             "cash": 1.0}) as ledger:
+    with Ledger(path.parent / "ledger.sqlite", {"symbols": ["XMR/BTC"], "timeframe": "5m", "feed": "replay",
+                                                "cash": 1.0}) as ledger:
         side, fills = 0, {"buy": 0, "sell": 0}
         for i, (t, row) in enumerate(zip(times, df.itertuples(index=False))):
             fill = None
-            if i and i % 12 == 0:  # a buy or a sell every hour, at the open
+            if i and i % every == 0:
                 order = "buy" if side <= 0 else "sell"
                 side = 1 if order == "buy" else -1
                 fill = Fill(t, times[i - 1], order, 1.0, row.open, 0.0)
                 fills[order] += 1
             ledger.record([Step("XMR/BTC", (t, *row), fill, float(side), side, 1.0, 1.0 + 0.01 * np.sin(i / 9),
                                 {"p_down": 0.5, "p_up": 0.5}, side)])
-        plot_paper_equity(ledger, tmp_path / "equity.png")
+        plot_paper_equity(ledger, path)
+    return fills
+
+
+def test_paper_equity_chart_shows_every_fill_in_its_lane(tmp_path, figures):
+    df = load_sample("XMR/BTC").iloc[:240]
+    fills = paper_chart(tmp_path / "equity.png", 240, 12)  # a buy or a sell every hour
     ax, lane, drawdown = figures[0].axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert f"{fills['buy']} buy fills (the lane below)" in labels and f"{fills['sell']} sell fills (the lane below)" in labels
@@ -161,3 +169,13 @@ def test_paper_equity_chart_shows_every_fill_in_its_lane(tmp_path, figures):
     assert (len(buys.get_offsets()), len(sells.get_offsets())) == (fills["buy"], fills["sell"]) == (10, 9)
     assert min(buys.get_sizes()) >= 50  # big enough to see (the old marks shrank to 2 pt² with many fills)
     assert np.allclose(drawdown.get_xlim(), days(df.index[[0, -1]]))
+
+
+def test_paper_equity_chart_counts_many_fills_per_slice_of_time(tmp_path, figures):
+    fills = paper_chart(tmp_path / "equity.png", 2400, 3)  # 799 fills: markers would make a solid band
+    ax, lane, _ = figures[0].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(label.startswith(f"{fills['buy']} buy fills (the lane below, per ") for label in labels)
+    heights = np.array([bar.get_height() for bar in lane.patches])
+    assert heights[heights > 0].sum() == fills["buy"] and -heights[heights < 0].sum() == fills["sell"]
+    assert not [c for c in lane.collections if isinstance(c, PathCollection)]

@@ -443,8 +443,10 @@ def report_backtest(predictions, candles: dict, backtest_cfg: dict, out_dir, sta
 
     results = backtest_predictions(predictions, candles, **backtest_cfg)
     sample = "IN-SAMPLE" if in_sample else "out-of-sample"
-    print(f"{'IN-SAMPLE ' if in_sample else ''}backtest of {predictions.time.min()} .. {predictions.time.max()}:")
+    print(f"{'IN-SAMPLE ' if in_sample else ''}backtest of {predictions.time.min()} .. {predictions.time.max()} "
+          f"({', '.join(f'{k}={v}' for k, v in backtest_cfg.items())}):")
     print(stats_table(results, sample=sample).to_string())
-    paths = write_report(results, candles, out_dir, plot_start=start, plot_end=end, sample=sample)
+    paths = write_report(results, candles, out_dir, plot_start=start, plot_end=end, sample=sample,
+                         settings=backtest_cfg)
     print(f"wrote {', '.join(path.name for path in paths)} in {out_dir}")
     return results

@@ -66,7 +66,8 @@ def summary(ledger: Ledger) -> pd.DataFrame:
                 "First candle": b["time"].iloc[0], "Last candle": b["time"].iloc[-1], "Last close": b["close"].iloc[-1],
                 "Position": f"{SIDES[state.side]} {abs(state.position):.8g}",
                 "Next open": f"go {SIDES[state.target]}" if state.target != state.side else "hold",
-                "Cash": state.cash, "Equity": state.equity, "Start equity": share, "PnL": state.equity - share,
+                # A position that takes all the cash leaves float noise (-1e-18), shown as "-0.0".
+                "Cash": round(state.cash, 12) + 0.0, "Equity": state.equity, "Start equity": share, "PnL": state.equity - share,
                 "Return [%]": total_return(equity), "Buy & Hold Return [%]": total_return(hold),
                 "Max. Drawdown [%]": max_drawdown(equity), "# Fills": len(f),
                 "# Round trips": int(np.count_nonzero((sides[1:] != sides[:-1]) & (sides[:-1] != 0))),
@@ -89,15 +90,29 @@ def summary(ledger: Ledger) -> pd.DataFrame:
     return pd.DataFrame(columns).reindex([r for r in ROWS if any(r in c for c in columns.values())]).fillna("")
 
 
+MARKED_FILLS = 150  # past this, fill markers merge into a band
+FILL_BINS = 120
+
+
+def _span(width: pd.Timedelta) -> str:
+    """A bar's time span as text, like 2h 5m or 35m."""
+    days, minutes = divmod(max(round(width.total_seconds() / 60), 1), 1440)
+    parts = zip((days, minutes // 60, minutes % 60), "dhm")
+    return " ".join(f"{n}{unit}" for n, unit in parts if n)
+
+
 def plot_equity(ledger: Ledger, path) -> None:
     """Write the equity curve (against buy-and-hold from the first close), the fills and the drawdown.
 
     The fills get a lane of their own under the curve, buys as green triangles up, sells as red
-    triangles down, at a size that shows (on the curve, many of them would hide it). A long run is
-    drawn thinned (botter.plots.thin), one marker per side per pixel column.
+    triangles down, at a size that shows (on the curve, many of them would hide it); past
+    MARKED_FILLS fills, as bars counting them per slice of time (buys up, sells down). A long run is
+    drawn thinned (botter.plots.thin).
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
 
     from botter.plots import PIXELS, drawdown_panel, save, thin  # sets the Agg backend
 
@@ -106,17 +121,28 @@ def plot_equity(ledger: Ledger, path) -> None:
     fig, (ax, lane, ax_dd) = plt.subplots(3, 1, figsize=(11, 6.5), sharex=True, height_ratios=[3, 0.5, 1])
     ax.plot(thin(equity), label="paper equity", color="tab:blue", lw=1.2, zorder=3)
     ax.plot(thin(hold), label="buy & hold", color="gray", lw=0.8, alpha=0.8)
-    column = max((equity.index[-1] - equity.index[0]) / PIXELS, pd.Timedelta(1, "ms"))
     marks = []
-    for side, y, marker, color in (("buy", 1, "^", "tab:green"), ("sell", 0, "v", "tab:red")):
-        times = pd.DatetimeIndex(fills.loc[fills["side"] == side, "time"])
-        shown = times[~pd.Index((times - equity.index[0]) // column).duplicated()]  # one per pixel column
-        lane.scatter(shown, np.full(len(shown), y), marker=marker, color=color, s=60, lw=0)
-        marks.append(Line2D([], [], ls="", marker=marker, color=color, markersize=8,
-                            label=f"{len(times)} {side} fills (the lane below)"))
-    lane.set_ylim(-0.7, 1.7)
-    lane.set_yticks([0, 1], ["sell", "buy"])
-    lane.grid(axis="x", alpha=0.3)
+    if len(fills) <= MARKED_FILLS:
+        column = max((equity.index[-1] - equity.index[0]) / PIXELS, pd.Timedelta(1, "ms"))
+        for side, y, marker, color in (("buy", 1, "^", "tab:green"), ("sell", 0, "v", "tab:red")):
+            times = pd.DatetimeIndex(fills.loc[fills["side"] == side, "time"])
+            shown = times[~pd.Index((times - equity.index[0]) // column).duplicated()]  # one per pixel column
+            lane.scatter(shown, np.full(len(shown), y), marker=marker, color=color, s=60, lw=0)
+            marks.append(Line2D([], [], ls="", marker=marker, color=color, markersize=8,
+                                label=f"{len(times)} {side} fills (the lane below)"))
+        lane.set_ylim(-0.7, 1.7)
+        lane.set_yticks([0, 1], ["sell", "buy"])
+    else:  # a marker per fill would be a solid band: count them per slice of time instead
+        edges = pd.date_range(equity.index[0], equity.index[-1] + pd.Timedelta(1, "ms"), periods=FILL_BINS + 1)
+        width = edges[1] - edges[0]
+        for side, sign, color in (("buy", 1, "tab:green"), ("sell", -1, "tab:red")):
+            times = pd.DatetimeIndex(fills.loc[fills["side"] == side, "time"])
+            counts = np.histogram(times.asi8, bins=edges.asi8)[0]
+            lane.bar(edges[:-1], sign * counts, width=width, align="edge", color=color, lw=0)
+            marks.append(Patch(color=color, label=f"{len(times)} {side} fills (the lane below, per {_span(width)})"))
+        lane.axhline(0, color="black", lw=0.6)
+        lane.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{abs(v):g}"))  # sells count down, not below 0
+        lane.set_ylabel("fills", fontsize=8)
     ax.set_ylabel("equity (quote)")
     mark = "IN-SAMPLE · " if meta.get("sample") == "IN-SAMPLE" else ""
     ax.set_title(f"{mark}paper {meta['feed']}: {', '.join(ledger.symbols())} {meta['timeframe']}, {len(equity)} candles, "
