@@ -107,6 +107,11 @@ def _value(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+def _short(v, n: int = 18) -> str:
+    text = str(v)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def plot(frame: pd.DataFrame, path, config_keys: list[str]) -> None:
     """Each run's accuracy, ROC AUC and Sharpe ratio with their intervals (the best baseline marked
     x), one row per run in the table's order, as a PNG."""
@@ -116,23 +121,27 @@ def plot(frame: pd.DataFrame, path, config_keys: list[str]) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import SymmetricalLogLocator
 
-    # Each run named by its folder and the four values that set the runs most apart: most distinct
-    # values first, then those every run has.
-    shown = sorted(config_keys, key=lambda k: (-frame[k].nunique(dropna=False), frame[k].isna().sum()))[:4]
-    labels = [" ".join([r["run"], *(f"{k.rsplit('.', 1)[-1]}={str(_value(r[k]))[:16]}" for k in shown)])
+    # Each run named by its folder and, on a line below, the three values that set the runs most
+    # apart (most distinct values first, then those every run has), each cut short: the table has them whole.
+    shown = sorted(config_keys, key=lambda k: (-frame[k].nunique(dropna=False), frame[k].isna().sum()))[:3]
+    labels = [r["run"] + "\n" + ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(_value(r[k]))}" for k in shown)
               for _, r in frame.iterrows()]
-    y = np.arange(len(frame))[::-1]
-    left = 0.3 + 0.075 * max(map(len, labels))  # inches for the labels
-    fig, axes = plt.subplots(1, len(INTERVAL_METRICS), figsize=(left + 4 * len(INTERVAL_METRICS),
-                                                                1.4 + 0.45 * len(frame)), sharey=True)
+    y = np.arange(len(frame))[::-1]  # the table's first row on top
+    left = 0.3 + 0.07 * max(len(line) for label in labels for line in label.split("\n"))  # inches for the labels
+    fig, axes = plt.subplots(1, len(INTERVAL_METRICS), figsize=(left + 3.5 * len(INTERVAL_METRICS),
+                                                                1.6 + 0.6 * len(frame)), sharey=True)
     for ax, metric in zip(axes, INTERVAL_METRICS):
         v = frame[metric].to_numpy(float)
         err = np.abs(np.stack([v - frame[f"{metric}_low"], frame[f"{metric}_high"] - v]).astype(float))
         ax.errorbar(v, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3, label="model, 95 % interval")
         ax.plot(v - frame[f"{metric}_diff"], y, "x", color="tab:red", label="best baseline")
-        if metric == "sharpe":  # backtesting.py's Sharpe of a losing 5m strategy can reach -1e12: a log scale past +-1
-            ax.set_xscale("symlog", linthresh=1)
-            ax.xaxis.set_major_locator(SymmetricalLogLocator(base=1000, linthresh=1))
+        if metric == "sharpe":
+            # backtesting.py's Sharpe of a losing 5m strategy can reach -1e12: past +-1000 a log scale,
+            # its linear middle wide enough that the ticks 0 and +-1e3 do not pile up.
+            reach = np.nanmax(np.abs(frame[["sharpe", "sharpe_low", "sharpe_high"]].to_numpy(float)), initial=0)
+            if reach > 1000:
+                ax.set_xscale("symlog", linthresh=1000, linscale=2)
+                ax.xaxis.set_major_locator(SymmetricalLogLocator(base=1000, linthresh=1000))
         else:
             ax.axvline(0.5, color="gray", lw=0.8)
         ax.set(title=metric, xlabel=metric)

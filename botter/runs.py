@@ -81,6 +81,22 @@ def claim(path, *, kind: str = "train", resume: bool = False) -> None:
     _claimed[path.resolve()] = lock
 
 
+def abandon(path) -> None:
+    """Undo what a run refused before it began left in `path` (no run.json yet): this process's
+    `claim` and its lock file, then the folder itself where nothing else is in it, so that no empty
+    folder looks like a run. A folder holding a run, or anything else, stays."""
+    path = Path(path)
+    if (path / "run.json").exists():
+        return
+    if path.resolve() in _claimed:
+        _release(path)
+        (path / "run.lock").unlink(missing_ok=True)
+    try:
+        path.rmdir()  # only an empty folder goes
+    except OSError:
+        pass
+
+
 def _release(path) -> None:
     lock = _claimed.pop(Path(path).resolve(), None)
     if lock is not None:

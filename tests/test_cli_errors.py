@@ -182,3 +182,14 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports a command stopped by the pipe
     assert stderr == ""
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("botter-walkforward", ["walkforward.train=3x"]),  # refused by the task, after Hydra made the folder
+    ("botter-train", ["data.window=1000000"]),  # no window: refused once the candles are read
+])
+def test_a_refused_run_leaves_no_run_folder(tmp_path, script, argv):
+    code, stderr = run(script, [*argv, "trainer.progress=false"], tmp_path)
+    assert code == 2 and shown(stderr)[0].startswith("error: "), stderr
+    made = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")]
+    assert all(p.count("/") < 2 for p in made), made  # outputs/<command>/ at most, no run folder in it

@@ -63,16 +63,17 @@ def test_runs_side_by_side_sorted_skipping_what_is_not_a_complete_run(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_walkforward_that_fails_on_a_bad_span_is_one_line_and_skipped_by_botter_runs(tmp_path):
+def test_a_walkforward_that_fails_on_a_bad_span_is_one_line_and_leaves_no_run_for_botter_runs(tmp_path):
     bin_dir = Path(sys.executable).parent
     done = subprocess.run([str(bin_dir / "botter-walkforward"), "data=planted", "data.params.episodes=100",
                            "walkforward.train=7x"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == ("error: walkforward.train='7x' is not a span: give candles (an int >= 1), a share "
+    assert done.stderr.strip() == ("error: walkforward.train=7x is not a span: give candles (an int >= 1), a share "
                                    "of the decision times (20%, or 0.2) or a duration like 7d, 12h, 30m, 2w")
     listed = subprocess.run([str(bin_dir / "botter-runs"), "path=outputs"], cwd=tmp_path, capture_output=True,
                             text=True, check=False)
-    assert listed.returncode == 2 and "no complete run folder under outputs (skipped 1 folder" in listed.stderr
+    assert listed.returncode == 2 and listed.stderr.strip() == "error: no complete run folder under outputs"
+    assert not any((tmp_path / "outputs" / "walkforward").iterdir())  # its run folder went with the refusal
 
 
 def damaged_runs(root) -> dict:

@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -47,14 +48,17 @@ def app(config_name: str, task) -> None:
         try:
             return task(cfg)
         except BotterError as e:
+            _drop_empty_output()
             _exit(e)
         except (MissingMandatoryValue, InterpolationResolutionError) as e:
+            _drop_empty_output()
             _exit(_unresolved(e))
         except BrokenPipeError:
             _closed_pipe()
         except OSError as e:
             if e.errno not in UNWRITABLE:
                 raise
+            _drop_empty_output()
             _exit(f"cannot write {e.filename or 'a file'} ({e.strerror}): make its folder writable (or free some "
                   "space), or choose another folder")
 
@@ -77,6 +81,17 @@ def app(config_name: str, task) -> None:
 
 # Errors of a folder the user pointed a command at, not bugs: no permission, a read-only or full disk.
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _drop_empty_output() -> None:
+    """Remove the run folder Hydra made for a command refused before its run began (botter.runs.abandon):
+    a folder under outputs/ with nothing in it would look like a run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from botter import runs
+
+    if HydraConfig.initialized():
+        runs.abandon(HydraConfig.get().runtime.output_dir)
 
 
 def _closed_pipe() -> None:
@@ -428,6 +443,16 @@ def model_info(c: dict, hours) -> dict:
             "flat_threshold": c["dataset"]["flat_threshold"], **{k: d[k] for k in ("window", "horizon", "classes")}}
 
 
+def shown_path(path) -> str:
+    """`path` as the user would type it: relative to the working folder where it lies under it
+    (outputs/train/...; Hydra hands absolute paths on), else as it is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def signal_settings(backtest_cfg: dict, horizon: int) -> dict:
     """The backtest config with min_hold filled in: null holds each position for the label's horizon
     (the model forecasts the return of a position held that long)."""
@@ -448,5 +473,5 @@ def report_backtest(predictions, candles: dict, backtest_cfg: dict, out_dir, sta
     print(stats_table(results, sample=sample).to_string())
     paths = write_report(results, candles, out_dir, plot_start=start, plot_end=end, sample=sample,
                          settings=backtest_cfg)
-    print(f"wrote {', '.join(path.name for path in paths)} in {out_dir}")
+    print(f"wrote {', '.join(path.name for path in paths)} in {shown_path(out_dir)}")
     return results

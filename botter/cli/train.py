@@ -11,6 +11,7 @@ from botter.cli import (
     model_info,
     overrides,
     report_backtest,
+    shown_path,
     signal_settings,
 )
 
@@ -90,5 +91,5 @@ def train(cfg: DictConfig, out_dir=None) -> dict:
         if rank == 0:
             runs.fail(out_dir, e)
         raise
-    print(f"run folder: {out_dir}")
+    print(f"run folder: {shown_path(out_dir)}")
     return result

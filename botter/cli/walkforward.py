@@ -4,7 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from botter.cli import app, build_windows, model_info, overrides, report_backtest, signal_settings
+from botter.cli import app, build_windows, model_info, overrides, report_backtest, shown_path, signal_settings
 
 
 def main() -> None:
@@ -35,8 +35,8 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
     folds = wf.make_folds(windows.times, windows.exits(w["purge"]), train=w["train"], val=w["val"], step=w["step"],
                           mode=w["mode"])
     wf.check_folds(windows, folds, w["purge"])
-    print(f"{len(windows)} windows of {len(candles)} symbols (market hours: {market_hours.describe(hours)}); "
-          f"{len(folds)} {w['mode']} folds, {w['ensemble']} models each:")
+    print(f"{len(windows)} windows of {len(candles)} symbol{'s' * (len(candles) > 1)} (market hours: {market_hours.describe(hours)}); "
+          f"{len(folds)} {w['mode']} fold{'s' * (len(folds) > 1)}, {w['ensemble']} model{'s' * (w['ensemble'] > 1)} each:")
     runs.start(out_dir, c, kind="walkforward", overrides=overrides())
     try:
         model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
@@ -75,7 +75,7 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
         wf.plot_equity(backtest.equity, backtest.buy_hold, folds, out_dir / "equity.png",
                        title=f"out of sample, {len(folds)} folds: return {backtest.stats['Return [%]']:+.2f} %, Sharpe "
                              f"{sharpe['value']:.3g} [{sharpe['low']:.3g}, {sharpe['high']:.3g}] (95 %)")
-        print(f"wrote folds.png, equity.png in {out_dir}")
+        print(f"wrote folds.png, equity.png in {shown_path(out_dir)}")
 
         runs.save_model(out_dir, state_dicts=outcome.states, model_kwargs=model_kwargs, info=model_info(c, hours))
         runs.write_table(out_dir, "folds.csv", table)
@@ -88,5 +88,5 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
     except BaseException as e:  # a failed or killed run must not look like a finished one
         runs.fail(out_dir, e)
         raise
-    print(f"run folder: {out_dir} (model.pt: the last fold's {w['ensemble']} models)")
+    print(f"run folder: {shown_path(out_dir)} (model.pt: the last fold's {w['ensemble']} model{'s' * (w['ensemble'] > 1)})")
     return result
