@@ -90,8 +90,11 @@ def _drop_empty_output() -> None:
 
     from botter import runs
 
-    if HydraConfig.initialized():
-        runs.abandon(HydraConfig.get().runtime.output_dir)
+    if not HydraConfig.initialized():
+        return
+    out, here = Path(HydraConfig.get().runtime.output_dir).resolve(), Path.cwd().resolve()
+    if out != here and out not in here.parents:  # commands that work in "." (hydra.run.dir: .) keep it
+        runs.abandon(out)
 
 
 def _closed_pipe() -> None:

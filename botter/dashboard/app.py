@@ -28,7 +28,9 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0 1.5em 2em; color: #222; }
 h1 { font-size: 1.4em; margin: 0.6em 0 0.2em; } h2 { font-size: 1.1em; margin: 1em 0 0.3em; }
 table { border-collapse: collapse; font-size: 0.85em; }
-th, td { padding: 0.15em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
+th, td { padding: 0.15em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; }
+th { vertical-align: bottom; } td { vertical-align: top; }
+#status td, #status th { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 #status th { text-align: left; font-weight: 600; }
 .row { display: flex; gap: 1.5em; align-items: flex-start; flex-wrap: wrap; }

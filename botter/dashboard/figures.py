@@ -37,7 +37,9 @@ def equity(curves: dict, bars: pd.DataFrame) -> go.Figure:
     """The account's equity against buy-and-hold of the same cash (botter.paper.report.curves'
     "portfolio"), their drawdowns [%], and the side held in each symbol (-1 short, 0 flat, 1 long),
     one above the other on one time axis."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.6, 0.25, 0.15], vertical_spacing=0.03)
+    lanes = bars["symbol"].nunique()
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.03,
+                        row_heights=[0.6, 0.25, 0.15] if lanes <= 1 else [0.5, 0.2, 0.3])
     if "portfolio" not in curves:
         return fig.update_layout(LAYOUT)
     eq, hold = curves["portfolio"]
@@ -47,13 +49,21 @@ def equity(curves: dict, bars: pd.DataFrame) -> go.Figure:
           line={"color": "#d62728", "width": 1})
     _line(fig, pd.Series(-100 * drawdown(hold), index=hold.index), 2, name="buy & hold drawdown",
           line={"color": "gray", "width": 1, "dash": "dot"})
-    for symbol, b in bars.groupby("symbol", sort=False):
-        _line(fig, pd.Series(b["side"].to_numpy(np.float64), index=pd.DatetimeIndex(b["time"])), 3,
+    groups = list(bars.groupby("symbol", sort=False))
+    # One symbol: its side on the -1/0/1 scale. Several: a band each (long above its line, short
+    # below), since their lines on one scale would lie on top of each other.
+    band = 1.0 if len(groups) == 1 else 0.35
+    for k, (symbol, b) in enumerate(groups):
+        _line(fig, pd.Series(-k + band * b["side"].to_numpy(np.float64), index=pd.DatetimeIndex(b["time"])), 3,
               name=f"{symbol} side", line={"width": 1, "shape": "hv"})
     fig.update_yaxes(title_text="equity (quote)", row=1, col=1)
     fig.update_yaxes(title_text="drawdown [%]", row=2, col=1)
-    fig.update_yaxes(title_text="side", tickvals=[-1, 0, 1], ticktext=["short", "flat", "long"], range=[-1.3, 1.3],
-                     row=3, col=1)
+    if len(groups) == 1:
+        fig.update_yaxes(title_text="side", tickvals=[-1, 0, 1], ticktext=["short", "flat", "long"],
+                         range=[-1.3, 1.3], row=3, col=1)
+    else:
+        fig.update_yaxes(title_text="side (long up)", tickvals=[-k for k in range(len(groups))],
+                         ticktext=[symbol for symbol, _ in groups], range=[0.5 - len(groups), 0.5], row=3, col=1)
     return fig.update_layout(LAYOUT, height=500)
 
 
