@@ -68,33 +68,42 @@ def claim(path, *, kind: str = "train", resume: bool = False) -> None:
         raise BotterError(f"{path} is being written by another botter run: wait for it to end, or give this one "
                           "another folder (hydra.run.dir=...)") from None
     meta = path / "run.json"
-    if meta.exists() and not resume:
-        lock.release()
+    if meta.exists():
         try:
-            status = _read_json(meta).get("status")
+            held = _read_json(meta)
+            status, held_kind = held.get("status"), held.get("kind")
         except (BotterError, AttributeError):  # damaged: still a run folder, not to be written over
-            status = None
-        hint = (f", or resume it (botter-train hydra.run.dir={path} trainer.resume=true)"
-                if kind == "train" and status != "complete" else "")
-        raise BotterError(f"{path} holds a {status or 'damaged'} run already (run.json): give this {kind} run a new "
-                          f"folder (hydra.run.dir=...){hint}; a run folder is never overwritten")
+            status = held_kind = None
+        # Only a train run resumes into a train run's folder; a finished one only while nothing was
+        # made from its model (backtests, paper runs), which would then describe a model gone.
+        made = [p.name for p in (path / "backtests", path / "paper") if p.exists()]
+        resumable = held_kind == "train" and status is not None and not (status == "complete" and made)
+        if not (resume and kind == "train" and resumable):
+            lock.release()
+            what = " ".join(w for w in (status or "damaged", held_kind) if w)
+            hint = (f", or resume it (botter-train hydra.run.dir={path} trainer.resume=true)"
+                    if kind == "train" and resumable and status != "complete" else "")
+            also = f" (with {' and '.join(made)} made from its model)" if resume and status == "complete" and made else ""
+            raise BotterError(f"{path} holds a {what} run already (run.json){also}: give this {kind} run a new folder "
+                              f"(hydra.run.dir=...){hint}; a run folder is never overwritten")
     _claimed[path.resolve()] = lock
 
 
-def abandon(path) -> None:
+def abandon(path, *, keep_folder: bool = False) -> None:
     """Undo what a run refused before it began left in `path` (no run.json yet): this process's
-    `claim` and its lock file, then the folder itself where nothing else is in it, so that no empty
-    folder looks like a run. A folder holding a run, or anything else, stays."""
+    `claim` and its lock file, then the folder itself where nothing else is in it (unless
+    `keep_folder`), so that no empty folder looks like a run. A folder holding a run stays as it is."""
     path = Path(path)
     if (path / "run.json").exists():
         return
     if path.resolve() in _claimed:
         _release(path)
         (path / "run.lock").unlink(missing_ok=True)
-    try:
-        path.rmdir()  # only an empty folder goes
-    except OSError:
-        pass
+    if not keep_folder:
+        try:
+            path.rmdir()  # only an empty folder goes
+        except OSError:
+            pass
 
 
 def _release(path) -> None:

@@ -48,7 +48,9 @@ def check_settings(*, schedule, max_epochs, patience, batch_size, lr, weight_dec
     trainer config are ignored): `fit` checks, and the commands before they write a run folder."""
     if schedule not in SCHEDULES:
         raise BotterError(f"trainer.schedule={schedule!r} is not one of: {', '.join(SCHEDULES)}")
-    for name, value in (("max_epochs", max_epochs), ("patience", patience), ("batch_size", batch_size or 1)):
+    # batch_size null: chosen for the device; 0 is no batch size
+    for name, value in (("max_epochs", max_epochs), ("patience", patience),
+                        ("batch_size", 1 if batch_size is None else batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BotterError(f"trainer.{name}={value} must be a whole number >= 1")
     for name, value in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):

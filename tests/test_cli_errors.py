@@ -193,3 +193,10 @@ def test_a_refused_run_leaves_no_run_folder(tmp_path, script, argv):
     assert code == 2 and shown(stderr)[0].startswith("error: "), stderr
     made = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")]
     assert all(p.count("/") < 2 for p in made), made  # outputs/<command>/ at most, no run folder in it
+
+
+def test_a_refused_run_in_the_working_folder_leaves_it_as_it_was(tmp_path):
+    code, stderr = run("botter-train", ["data.symbols=[NOPE/BTC]", "hydra.run.dir=.", "trainer.progress=false"],
+                       tmp_path)
+    assert code == 2 and "NOPE/BTC" in shown(stderr)[0], stderr
+    assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # kept, and no run.lock left in it

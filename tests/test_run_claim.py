@@ -45,15 +45,22 @@ def _finished(path, kind):
 def test_a_folder_with_a_run_is_never_written_over(tmp_path, kind):
     _finished(tmp_path / "done", kind)
     before = {p.name: p.read_bytes() for p in (tmp_path / "done").iterdir()}
-    with pytest.raises(BotterError, match=rf"holds a complete run already \(run.json\): give this {kind} run a new "
-                                          r"folder \(hydra.run.dir=...\); a run folder is never overwritten$"):
+    with pytest.raises(BotterError, match=rf"holds a complete {kind} run already \(run.json\): give this {kind} run a "
+                                          r"new folder \(hydra.run.dir=...\); a run folder is never overwritten$"):
         runs.start(tmp_path / "done", {"b": 2}, kind=kind)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "done").iterdir()} == before
+    # Nor by a resume of another kind, nor of a finished run whose model backtests or paper runs were
+    # made from (they would describe a model gone).
+    (tmp_path / "done" / "paper").mkdir()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "done").iterdir() if p.is_file()}
+    for other in ("train", "walkforward"):
+        with pytest.raises(BotterError, match=rf"holds a complete {kind} run already .* never overwritten$"):
+            runs.start(tmp_path / "done", {"b": 2}, kind=other, resume=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "done").iterdir() if p.is_file()} == before
     # One that failed: a train run is resumed into it, a walk-forward (no resume) is not.
     runs.start(tmp_path / "failed", {"a": 1}, kind=kind)
     runs.fail(tmp_path / "failed", RuntimeError("boom"))
     hint = r"or resume it \(botter-train" if kind == "train" else "a run folder is never overwritten"
-    with pytest.raises(BotterError, match=rf"holds a failed run already .*{hint}"):
+    with pytest.raises(BotterError, match=rf"holds a failed {kind} run already .*{hint}"):
         runs.start(tmp_path / "failed", {"b": 2}, kind=kind)
     with pytest.raises(BotterError, match="did not finish" + (r".*trainer.resume=true" if kind == "train" else
                                                               r" \(status .failed.\): use another run .* start it again in a new folder")):

@@ -287,6 +287,7 @@ def test_walkforward_on_the_store_with_duration_spans_and_a_tiny_model(tmp_path)
     ("walkforward.devices=[cuda:0]", "walkforward.devices='cuda:0' but CUDA is not available: use walkforward.devices=null"),
     ("walkforward.devices=[bogus]", "walkforward.devices='bogus' is not a torch device"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a whole number >= 1"),
+    ("trainer.batch_size=0", "trainer.batch_size=0 must be a whole number >= 1"),  # not "unset" (null)
     ("walkforward.train=200%", "walkforward.train=200% is not a span"),
     ("walkforward.mode=sideways", "walkforward.mode=sideways is not one of: rolling, anchored"),
 ])

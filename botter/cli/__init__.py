@@ -93,8 +93,8 @@ def _drop_empty_output() -> None:
     if not HydraConfig.initialized():
         return
     out, here = Path(HydraConfig.get().runtime.output_dir).resolve(), Path.cwd().resolve()
-    if out != here and out not in here.parents:  # commands that work in "." (hydra.run.dir: .) keep it
-        runs.abandon(out)
+    # The folder the user works in (hydra.run.dir: ., or pointed at it) stays, emptied of our lock.
+    runs.abandon(out, keep_folder=out == here or out in here.parents)
 
 
 def _closed_pipe() -> None:
