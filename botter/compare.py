@@ -35,7 +35,7 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 def table(found: list[runs.Run], root) -> tuple[pd.DataFrame, list[str]]:
     """(frame, keys). frame: one row per run: run (its folder under `root`), kind, every config value
-    that differs between the runs (`keys`), then per metric of botter.evaluate.INTERVAL_METRICS its
+    that differs between the runs (`keys`), the intervals' level, then per metric of botter.evaluate.INTERVAL_METRICS its
     value, low, high, the difference to the best baseline (diff, diff_low, diff_high) and verdict,
     then FIGURES."""
     configs = [_flat(r.config) for r in found]
@@ -43,9 +43,10 @@ def table(found: list[runs.Run], root) -> tuple[pd.DataFrame, list[str]]:
     differ = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
     rows = []
     for run, config in zip(found, configs):
-        m = run.metrics()
+        m = run.metrics
         row = {"run": run.path.relative_to(root).as_posix() if run.path != Path(root) else ".", "kind": run.kind}
         row |= {k: config.get(k) for k in differ}
+        row["level"] = m.get("intervals", {}).get("level", math.nan)  # of every interval of the run
         for metric in INTERVAL_METRICS:
             i = m.get("intervals", {}).get(metric, {})
             section, key = _POINT[metric]
@@ -130,10 +131,11 @@ def plot(frame: pd.DataFrame, path, config_keys: list[str]) -> None:
     left = 0.3 + 0.07 * max(len(line) for label in labels for line in label.split("\n"))  # inches for the labels
     fig, axes = plt.subplots(1, len(INTERVAL_METRICS), figsize=(left + 3.5 * len(INTERVAL_METRICS),
                                                                 1.6 + 0.6 * len(frame)), sharey=True)
+    levels = " / ".join(f"{100 * x:g} %" for x in sorted(frame["level"].dropna().unique())) or "no"
     for ax, metric in zip(axes, INTERVAL_METRICS):
         v = frame[metric].to_numpy(float)
         err = np.abs(np.stack([v - frame[f"{metric}_low"], frame[f"{metric}_high"] - v]).astype(float))
-        ax.errorbar(v, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3, label="model, 95 % interval")
+        ax.errorbar(v, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3, label=f"model, {levels} interval")
         ax.plot(v - frame[f"{metric}_diff"], y, "x", color="tab:red", label="best baseline")
         if metric == "sharpe":
             # backtesting.py's Sharpe of a losing 5m strategy can reach -1e12: past +-1000 a log scale,

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from botter.dataset import Windows, labels_from_returns
+from botter.runs import INTERVALS
 from botter.stats import annualized, period_returns, sharpe_ratio
 
 
@@ -117,7 +118,7 @@ def backtest_figures(stats: pd.Series) -> dict:
 
 # Resamples scored at once: (chunk, windows) weights stay a few tens of MB.
 _CHUNK = 200
-INTERVAL_METRICS = ("accuracy", "roc_auc", "sharpe")
+INTERVAL_METRICS = INTERVALS  # the metrics with intervals, as run folders carry them
 
 
 MIN_TIMES = 3  # labelled decision times an interval needs: a resample mixes at least three blocks

@@ -43,13 +43,13 @@ MARKERS = {
 
 
 def write_report(results: dict[str, Result], candles: dict[str, pd.DataFrame], out_dir, *,
-                 plot_start=None, plot_end=None, sample: str = "out-of-sample", zoom: int = ZOOM,
+                 plot_start=None, plot_end=None, sample: str = "out-of-sample",
                  settings: dict | None = None) -> list[Path]:
     """Write backtest.json, trades.csv, equity.png and trades_<symbol>.png (and settings.json) into `out_dir`.
 
     results: from botter.backtest.backtest_predictions (per symbol plus "portfolio"). With
     plot_start / plot_end, also trades_<symbol>_zoom.png for that date range. sample: "IN-SAMPLE"
-    or "out-of-sample", written into every file and title. zoom: see `plot_trades`. settings: the
+    or "out-of-sample", written into every file and title. settings: the
     signal and cost settings the backtest ran with, written as settings.json (backtests of one run
     differ by them). Returns the paths.
     """
@@ -74,10 +74,10 @@ def write_report(results: dict[str, Result], candles: dict[str, pd.DataFrame], o
         name = symbol.replace("/", "-")
         df = candles[symbol].loc[r.equity.index[0]:r.equity.index[-1]]
         paths.append(out / f"trades_{name}.png")
-        plot_trades(df, r.trades, paths[-1], title=f"{mark}{symbol}", zoom=zoom)
+        plot_trades(df, r.trades, paths[-1], title=f"{mark}{symbol}")
         if plot_start is not None or plot_end is not None:
             paths.append(out / f"trades_{name}_zoom.png")
-            plot_trades(df, r.trades, paths[-1], start=plot_start, end=plot_end, zoom=zoom,
+            plot_trades(df, r.trades, paths[-1], start=plot_start, end=plot_end,
                         title=f"{mark}{symbol}: {plot_start or 'start'} .. {plot_end or 'end'}")
     return paths
 

@@ -15,6 +15,7 @@ Window i ends at candle i + window - 1, or at candle ends[i]. An image uses only
 candles and, for the moving average, the candles just before it: never a later candle.
 """
 
+import functools
 import logging
 
 import numpy as np
@@ -110,6 +111,7 @@ def ohlc_rows(height: int, volume: bool) -> tuple[int, int]:
     return (height - vol_rows - 1 if volume else height), vol_rows
 
 
+@functools.cache  # checked on every batch drawn in the training step
 def ohlc_heights(volume: bool) -> range:
     """The heights in which ohlc draws a bar: MIN_PRICE_ROWS..MAX_PRICE_ROWS price rows and, with
     volume, at least one volume row: 6..320 px with volume, 4..255 without."""

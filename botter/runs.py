@@ -23,6 +23,7 @@ taken for a finished one. Loading never executes code from the folder (`torch.lo
 weights_only=True)`), so a run folder someone sent you is safe to open.
 """
 
+import functools
 import json
 import os
 import pickle
@@ -44,7 +45,7 @@ from botter.errors import BotterError, one_line
 FORMAT = 1  # of model.pt and run.json; bumped when either changes shape
 KINDS = ("train", "walkforward")
 METRIC_SECTIONS = ("test", "baselines", "backtest", "intervals", "test_windows")  # mappings in metrics.json
-INTERVALS = ("accuracy", "roc_auc", "sharpe")  # botter.evaluate.INTERVAL_METRICS (evaluate is above this module)
+INTERVALS = ("accuracy", "roc_auc", "sharpe")  # the metrics botter.evaluate gives intervals for
 MODEL_INFO = ("render", "timeframe", "window", "horizon", "classes")  # what model.pt's info must say
 
 
@@ -77,12 +78,13 @@ def claim(path, *, kind: str = "train", resume: bool = False) -> None:
         # Only a train run resumes into a train run's folder; a finished one only while nothing was
         # made from its model (backtests, paper runs), which would then describe a model gone.
         made = [p.name for p in (path / "backtests", path / "paper") if p.exists()]
-        resumable = held_kind == "train" and status is not None and not (status == "complete" and made)
-        if not (resume and kind == "train" and resumable):
+        resumable = (kind == "train" and held_kind == "train" and status is not None
+                     and not (status == "complete" and made))
+        if not (resume and resumable):
             lock.release()
             what = " ".join(w for w in (status or "damaged", held_kind) if w)
             hint = (f", or resume it (botter-train hydra.run.dir={path} trainer.resume=true)"
-                    if kind == "train" and resumable and status != "complete" else "")
+                    if resumable and status != "complete" else "")
             also = f" (with {' and '.join(made)} made from its model)" if resume and status == "complete" and made else ""
             raise BotterError(f"{path} holds a {what} run already (run.json){also}: give this {kind} run a new folder "
                               f"(hydra.run.dir=...){hint}; a run folder is never overwritten")
@@ -260,9 +262,11 @@ class Run:
         except Exception as e:  # pyarrow raises several types for a damaged file (ArrowInvalid, OSError, ...)
             raise damaged(f, one_line(e)) from e
 
+    @functools.cached_property
     def metrics(self) -> dict:
         """metrics.json: the test metrics, the baselines, their intervals and the backtest's key figures.
-        BotterError where it is not as botter writes it (its sections mappings, each interval one)."""
+        BotterError where it is not as botter writes it (its sections mappings, each interval one).
+        Read once per Run: a listing checks it (`find`), then shows it."""
         f = self.path / "metrics.json"
         m = _read_json(f)
         wrong = "it is not a mapping" if not isinstance(m, dict) else next(
@@ -272,19 +276,6 @@ class Run:
         if wrong:
             raise BotterError(f"{f} is damaged ({wrong}): the run folder cannot be used")
         return m
-
-    def backtest(self) -> dict:
-        """backtest/backtest.json, the backtest of the test split that the run wrote: {symbol or
-        "portfolio": {statistic: value}}; {} where there is none."""
-        f = self.path / "backtest" / "backtest.json"
-        out = _read_json(f) if f.exists() else {}
-        if not isinstance(out, dict) or not all(isinstance(v, dict) for v in out.values()):
-            raise BotterError(f"{f} is damaged (not {{symbol: {{statistic: value}}}}): the run folder cannot be used")
-        return out
-
-    def table(self, name: str) -> pd.DataFrame:
-        """A table the run wrote with `write_table` (folds.csv, training.csv)."""
-        return pd.read_csv(self.path / name, index_col=0)
 
     def model(self) -> dict:
         """model.pt: {"state_dicts": [...], "model_kwargs": {...}, "info": {...}} (safe to load);
@@ -332,6 +323,8 @@ class Run:
         own candles cannot be loaded (a store that is not here)."""
         from botter.data import load_config
 
+        if set(candles) <= set(self.symbols):  # training symbols under their own names: checked by name
+            return {}
         try:
             own = load_config(self.config["data"], data_dir)
         except BotterError:
@@ -340,13 +333,14 @@ class Run:
         for symbol, df in candles.items():
             for trained, seen in own.items():
                 span = self.fitted(trained)
-                if span is None or symbol in out:
+                if span is None:
                     continue
                 seen = seen.loc[span[0] : span[1]]
                 common = seen.index.intersection(df.index)
                 same = seen.loc[common, COLUMNS].to_numpy() == df.loc[common, COLUMNS].to_numpy()
                 if same.all(axis=1).any():
                     out[symbol] = trained
+                    break
         return out
 
     def in_sample(self, decisions: dict, twins: dict | None = None) -> list[str]:
@@ -465,7 +459,7 @@ def find(path) -> tuple[list[Run], list[tuple[Path, str]]]:
         subfolders.clear()
         try:
             run = open_run(folder)
-            run.kind, run.metrics()  # what every listing reads: a damaged one is skipped here, with why
+            _ = run.kind, run.metrics  # what every listing reads: a damaged one is skipped here, with why
             found.append(run)
         except BotterError as e:
             skipped.append((Path(folder), str(e)))

@@ -25,7 +25,7 @@ from torch import nn
 
 from botter import runs, shapes
 from botter.atomic import atomic_path
-from botter.dataset import Windows
+from botter.dataset import COLUMNS, Windows
 from botter.errors import BotterError
 from botter.evaluate import balanced_accuracy, log_loss
 from botter.inference import as_input, probabilities
@@ -102,7 +102,7 @@ def fingerprint(config: dict, candles: dict[str, pd.DataFrame]) -> dict:
     digests = {}
     for symbol, df in candles.items():
         h = hashlib.sha256(df.index.as_unit("ms").asi8.tobytes())
-        h.update(np.ascontiguousarray(df[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)).tobytes())
+        h.update(np.ascontiguousarray(df[COLUMNS].to_numpy(np.float64)).tobytes())
         digests[symbol] = f"{len(df)} candles {df.index[0]} .. {df.index[-1]}, sha256 {h.hexdigest()[:16]}"
     return {k: config[k] for k in ("data", "render", "model", "dataset")} | {"trainer": trainer, "candles": digests}
 

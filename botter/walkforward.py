@@ -370,11 +370,13 @@ def plot_equity(equity: pd.Series, buy_hold: pd.Series, folds: list[Fold], path,
     """The out-of-sample equity (and buy-and-hold) with each fold's test start marked, drawdown below."""
     import matplotlib.pyplot as plt
 
-    from botter.plots import drawdown_panel, save
+    from botter.plots import drawdown_panel, save, thin
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True, height_ratios=(3, 1))
-    top.plot(equity.index, equity, lw=1.2, color="tab:blue", label="strategy (each fold's ensemble)")
-    top.plot(buy_hold.index, buy_hold, lw=1, color="tab:gray", alpha=0.8, label="buy & hold")
+    for line, kwargs in ((equity, {"lw": 1.2, "color": "tab:blue", "label": "strategy (each fold's ensemble)"}),
+                         (buy_hold, {"lw": 1, "color": "tab:gray", "alpha": 0.8, "label": "buy & hold"})):
+        line = thin(line)  # drawn at the chart's resolution, however long the period
+        top.plot(line.index, line, **kwargs)
     for f in folds:
         start = pd.Timestamp(f.test_start, tz="UTC")
         for ax in (top, bottom):

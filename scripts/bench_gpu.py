@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a bare checkout too
@@ -33,13 +32,6 @@ from botter.train import fit
 
 # Dense bf16 peaks from the vendors' data sheets, TFLOP/s (the H200 measured ~790 on matrix work here).
 PEAKS = {"H100": 989, "H200": 989, "A100": 312, "L40S": 362, "A10": 125, "4090": 165}
-
-
-def model_kwargs(name: str) -> dict:
-    """build_model kwargs from configs/model/<name>.yaml for a 1 x 64 x 60 chart (no Hydra needed)."""
-    cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())
-    return {"in_channels": 1, "layers": cfg["layers"], "head": {**cfg["head"], "num_classes": 2},
-            "input_hw": [64, 60]}
 
 
 def train_flops(kwargs: dict) -> float:
@@ -79,7 +71,7 @@ def main() -> None:
     print(f"{name}, torch {torch.__version__}, {len(train):,} train windows (1 x 64 x 60 charts drawn in the step)")
     print(f"{'model':8}{'images/s':>12}{'batch':>7}{'compiled':>10}{'GPU GiB':>9}{'GFLOP/img':>11}{'of bf16 peak':>14}")
     for model in args.models:
-        kwargs = model_kwargs(model)
+        kwargs = synthetic.model_kwargs(model)
         if dev == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):  # its epoch lines

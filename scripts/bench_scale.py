@@ -51,13 +51,7 @@ def child(mode: str, total: int, steps: int, batch: int) -> None:
     rng = np.random.default_rng(0)
     picked = rng.choice(len(w), steps * batch + 1024, replace=False)  # batches from the whole dataset
     train, val = w.take(picked[:-1024]), w.take(picked[-1024:])
-    model = {"in_channels": 1, "input_hw": [64, 60], "head": {"hidden": [], "dropout": 0.5, "num_classes": 2},
-             "layers": [{"type": "Conv2d", "out_channels": 16, "kernel_size": [5, 3], "padding": [2, 1]},
-                        {"type": "BatchNorm2d"}, {"type": "LeakyReLU", "negative_slope": 0.01},
-                        {"type": "MaxPool2d", "kernel_size": 2},
-                        {"type": "Conv2d", "out_channels": 32, "kernel_size": [5, 3], "padding": [2, 1]},
-                        {"type": "BatchNorm2d"}, {"type": "LeakyReLU", "negative_slope": 0.01},
-                        {"type": "MaxPool2d", "kernel_size": 2}]}  # configs/model/small.yaml
+    model = synthetic.model_kwargs("small")
     with tempfile.TemporaryDirectory() as out:
         fitted = fit(train, val, model_kwargs=model, out_dir=out, max_epochs=1, batch_size=batch, device="cpu",
                      progress=False)
@@ -84,9 +78,7 @@ def after_training(total: int) -> None:
     w = dataset.build(candles, window=20, horizon=5, classes=2, timeframe="5m", render=synthetic.RENDER,
                       progress=False)
     test = w.take(w.times >= np.quantile(w.times.astype(np.int64), 0.85).astype("datetime64[ns]"))
-    model = build_model(in_channels=1, input_hw=[64, 60], head={"hidden": [], "dropout": 0.5, "num_classes": 2},
-                        layers=[{"type": "Conv2d", "out_channels": 16, "kernel_size": [5, 3], "padding": [2, 1]},
-                                {"type": "MaxPool2d", "kernel_size": 2}]).to(memory_format=torch.channels_last)
+    model = build_model(**synthetic.model_kwargs("small")).to(memory_format=torch.channels_last)
     sample = test.take(slice(0, 20_000))
     started = time.perf_counter()
     probabilities([model], sample)

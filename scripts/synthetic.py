@@ -9,12 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from botter import dataset
 from botter.paper.broker import Broker
 from botter.paper.ledger import Ledger, Step
 
 RENDER = {"name": "ohlc", "height": 64, "width": 60, "channels": 1, "ma": 20, "volume": True}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def model_kwargs(name: str) -> dict:
+    """build_model kwargs from configs/model/<name>.yaml for a 1 x 64 x 60 chart (no Hydra needed)."""
+    cfg = yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())
+    return {"in_channels": 1, "layers": cfg["layers"], "head": {**cfg["head"], "num_classes": 2},
+            "input_hw": [64, 60]}
 
 
 def random_candles(n: int, seed: int = 0, start: str = "2020-01-01") -> pd.DataFrame:

@@ -3,6 +3,7 @@
 the status figures of `botter-paper mode=status`, and a new candle appearing by itself."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -69,17 +70,18 @@ def test_runs_are_the_complete_ones(tiny_run, tmp_path):
         return tmp_path / to
 
     copy("done")
-    copy("walkforward/fold_0")  # folds are run folders too
+    copy("sweep/0")  # a run below a folder: a -m sweep's
     meta = (copy("killed") / "run.json")
     meta.write_text(meta.read_text().replace('"status": "complete"', '"status": "running"'))
     (copy("damaged") / "run.json").write_text("{not json")
     (tmp_path / "empty").mkdir()
     runs, skipped = data.find_runs(tmp_path)
-    assert list(runs) == ["done", "walkforward/fold_0"]
+    assert list(runs) == ["done", "sweep/0"]
     assert [key for key, _ in skipped] == ["damaged", "killed"]
     figs = data.run_figures(runs["done"])
-    assert figs["Accuracy"] == open_run(tiny_run).metrics()["test"]["accuracy"]
-    assert figs["# Trades"] == open_run(tiny_run).backtest()["portfolio"]["# Trades"]
+    assert figs["Accuracy"] == open_run(tiny_run).metrics["test"]["accuracy"]
+    written = json.loads((tiny_run / "backtest" / "backtest.json").read_text())  # the test split's backtest
+    assert figs["# Trades"] == written["portfolio"]["# Trades"] and figs["Return [%]"] == written["portfolio"]["Return [%]"]
     assert data.paper_names(runs["done"]) == []
     (tmp_path / "done" / "paper" / "p").mkdir(parents=True)
     (tmp_path / "done" / "paper" / "p" / "ledger.sqlite").touch()

@@ -11,15 +11,12 @@ from paper_helpers import REPLAY, SYMBOL, settings, tables
 
 from botter import inference, runs
 from botter.data import load_sample
+from botter.data.candles import to_ms
 from botter.errors import BotterError
 from botter.paper import loop, session
 from botter.paper.feeds import Replay
-from botter.paper.ledger import Ledger
+from botter.paper.ledger import Ledger, Skip
 from botter.paper.report import summary
-
-
-def ms(t) -> int:
-    return int(pd.Timestamp(t).value // 1_000_000)
 
 
 def replay(run, name, **feed):
@@ -45,9 +42,9 @@ def test_a_candle_before_the_model_is_out_of_sample_stops_the_run_before_it_is_r
             if name == "early":
                 with pytest.raises(BotterError, match=re.escape(f"hands on a {SYMBOL} candle of {start}, before the "
                                                                 "end of the period the model was fitted on")):
-                    loop.run(feed, traders, ledger, out_of_sample_from={SYMBOL: ms(oos_from)})
+                    loop.run(feed, traders, ledger, out_of_sample_from={SYMBOL: to_ms(oos_from)})
             else:
-                loop.run(feed, traders, ledger, out_of_sample_from={SYMBOL: ms(oos_from)})
+                loop.run(feed, traders, ledger, out_of_sample_from={SYMBOL: to_ms(oos_from)})
         times = tables(path)["bars"]["time"]
         assert times.empty if name == "early" else times.iloc[0] == start
 
@@ -109,6 +106,15 @@ def test_altered_ledger_settings_are_refused(tiny_run, traded):
         ledger.meta()
     with pytest.raises(BotterError, match="has damaged settings"):
         session.status(tiny_run, "bad-json")
+
+
+def test_a_ledger_of_skipped_candles_alone_has_no_status_yet(tiny_run):
+    path = ledger_path(tiny_run, "skips")
+    path.parent.mkdir(parents=True)
+    with Ledger(path, {"symbols": [SYMBOL], "cash": 1.0}) as ledger:  # a live run whose first candle was bad
+        ledger.record([], [Skip(SYMBOL, 1_516_000_000_000, "nan (a value is missing)", [1_516_000_000_000, None])])
+    with pytest.raises(BotterError, match="has not traded a candle yet: run it first"):
+        session.status(tiny_run, "skips")
 
 
 def test_an_older_ledger_without_its_sample_shows_unknown(tiny_run, traded):

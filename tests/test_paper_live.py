@@ -192,7 +192,7 @@ def test_bad_live_candles_are_skipped_and_the_run_equals_a_replay_of_the_store(t
 
     # What botter-fetch stores from the same exchange, replayed, is the same run.
     store = store_path(tmp_path / "data", "binance", SYMBOL, "5m")
-    fetch_to_store(make_exchange("binance", server.ccxt_config()), SYMBOL, "5m", store, since=int(sample.index[0].value // 1_000_000), policy=POLICY,
+    fetch_to_store(make_exchange("binance", server.ccxt_config()), SYMBOL, "5m", store, since=to_ms(sample.index[0]), policy=POLICY,
                    retry={"tries": 1}, progress=False)
     stored = load_candles("binance", SYMBOL, "5m", data_dir=tmp_path / "data")
     assert stored.index.intersection(bad).empty

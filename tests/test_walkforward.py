@@ -140,7 +140,7 @@ def planted_run(tmp_path_factory):
 @pytest.mark.slow
 def test_planted_folds_all_score_and_the_intervals_exclude_chance(planted_run, capsys):
     run, result = planted_run
-    folds = runs.open_run(run).table("folds.csv")
+    folds = pd.read_csv(run / "folds.csv", index_col=0)
     assert len(folds) == 3 and (folds["accuracy"] >= 0.95).all() and (folds["roc_auc"] >= 0.95).all()
     assert (folds["majority acc"] < 0.7).all()
     for metric in ("accuracy", "roc_auc"):
@@ -269,7 +269,7 @@ def test_walkforward_on_the_store_with_duration_spans_and_a_tiny_model(tmp_path)
         f"model.layers={layers}", "trainer.max_epochs=1", "trainer.progress=false", "trainer.device=cpu",
         "walkforward.train=2d", "walkforward.val=12h", "walkforward.step=1d", "walkforward.ensemble=1",
         "walkforward=anchored", "dataset.cache=false", "bootstrap.samples=200"]), out_dir=tmp_path / "run")
-    folds = runs.open_run(tmp_path / "run").table("folds.csv")
+    folds = pd.read_csv(tmp_path / "run" / "folds.csv", index_col=0)
     # First decision 2018-01-10 08:05 (39 candles after the first): the first test day starts 2.5 days
     # later, then one a day; the last 4 hours (to 01-15 23:55) join the fold before them.
     assert folds["test from"].tolist() == ["2018-01-12 20:05", "2018-01-13 20:05", "2018-01-14 20:05"]

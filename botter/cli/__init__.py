@@ -80,7 +80,7 @@ def app(config_name: str, task) -> None:
 
 
 # Errors of a folder the user pointed a command at, not bugs: no permission, a read-only or full disk.
-UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EEXIST, errno.ENOTDIR}
 
 
 def _drop_empty_output() -> None:

@@ -18,7 +18,7 @@ def render(cfg: DictConfig) -> None:
 
     from botter.render import preview
 
-    if cfg.windows < 1:
+    if isinstance(cfg.windows, bool) or not isinstance(cfg.windows, int) or cfg.windows < 1:
         raise BotterError(f"windows={cfg.windows}: a preview shows 1 window or more; set windows to 1 or more")
     d = OmegaConf.to_container(cfg.data, resolve=True) | {"symbols": [cfg.symbol]}
     candles = load_candles(d, cfg.paths.data_dir)[cfg.symbol]

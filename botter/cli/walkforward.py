@@ -29,7 +29,7 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
     out_dir = Path(out_dir or HydraConfig.get().runtime.output_dir)
     wf.check_settings(**w, horizon=d["horizon"])  # everything that can be checked before a file is written
     check_settings(**t)
-    pick_device(t["device"])
+    device = pick_device(t["device"])
     runs.claim(out_dir, kind="walkforward")  # before the slow work: a refusal comes at once
     candles, hours, windows = build_windows(c, progress=t["progress"])
     folds = wf.make_folds(windows.times, windows.exits(w["purge"]), train=w["train"], val=w["val"], step=w["step"],
@@ -40,7 +40,6 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
     runs.start(out_dir, c, kind="walkforward", overrides=overrides())
     try:
         model_kwargs = {**c["model"], "input_hw": [r["height"], r["width"]]}
-        device = pick_device(t["device"])
         outcome = wf.run(windows, folds, seeds=[t["seed"] + m for m in range(w["ensemble"])], model_kwargs=model_kwargs,
                          trainer=t, work_dir=out_dir, devices=w["devices"], predict_device=device)
 
@@ -74,7 +73,8 @@ def walkforward(cfg: DictConfig, out_dir=None) -> dict:
         wf.plot_folds(table, out_dir / "folds.png")
         wf.plot_equity(backtest.equity, backtest.buy_hold, folds, out_dir / "equity.png",
                        title=f"out of sample, {len(folds)} folds: return {backtest.stats['Return [%]']:+.2f} %, Sharpe "
-                             f"{sharpe['value']:.3g} [{sharpe['low']:.3g}, {sharpe['high']:.3g}] (95 %)")
+                             f"{sharpe['value']:.3g} [{sharpe['low']:.3g}, {sharpe['high']:.3g}] "
+                             f"({100 * result['intervals']['level']:g} %)")
         print(f"wrote folds.png, equity.png in {shown_path(out_dir)}")
 
         runs.save_model(out_dir, state_dicts=outcome.states, model_kwargs=model_kwargs, info=model_info(c, hours))

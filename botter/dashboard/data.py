@@ -29,7 +29,7 @@ LEDGER = "ledger.sqlite"  # the ledger's file name in a paper run's folder (bott
 
 
 def find_runs(runs_dir) -> tuple[dict[str, Run], list[tuple[str, str]]]:
-    """The complete run folders under `runs_dir` (itself included, and walk-forward folds) as
+    """The complete run folders under `runs_dir` (itself included, and sweep runs below it) as
     botter-runs finds them (botter.runs.find), keyed by their path relative to it ("." for runs_dir
     itself), in path order; and the folders left out (still training, killed before it finished,
     damaged, of another run format) with why, keyed alike."""
@@ -45,15 +45,15 @@ def find_runs(runs_dir) -> tuple[dict[str, Run], list[tuple[str, str]]]:
 def run_figures(run: Run) -> dict:
     """The key figures of a run: what it is, its test metrics and the backtest of its test split
     (None for what the run does not have)."""
-    test = run.metrics().get("test", {})
-    backtest = run.backtest()
-    bt = backtest.get("portfolio") or next(iter(backtest.values()), {})
+    metrics = run.metrics
+    test, bt = metrics.get("test", {}), metrics.get("backtest", {})  # the backtest's key figures, as botter-runs reads them
+    trades = bt.get("# Trades")
     return {
         "Kind": run.kind, "Symbols": ", ".join(run.symbols), "Timeframe": run.timeframe,
         "Finished": pd.Timestamp(run.meta["finished"]) if "finished" in run.meta else None,
         "Accuracy": test.get("accuracy"), "ROC AUC": test.get("roc_auc"),
-        **{k: bt.get(k) for k in ("Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]", "Sharpe Ratio",
-                                  "# Trades")},
+        **{k: bt.get(k) for k in ("Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]", "Sharpe Ratio")},
+        "# Trades": None if trades is None else int(trades),
     }
 
 

@@ -279,12 +279,12 @@ class Ledger:
         self.db.execute("COMMIT")
 
     def _check_meta(self, meta: dict) -> None:
-        stored = self.meta()
-        if not stored and self.last_time() is not None:
+        stored, last = self.meta(), self.last_time()
+        if not stored and last is not None:
             raise BotterError(f"the paper ledger {self.path} holds candles but not the settings they were traded "
                               "under (its meta table is empty): it was altered; restore it from a copy or give "
                               "this run another name=")
-        if self.last_time() is None:  # nothing traded yet: the settings are free to change
+        if last is None:  # nothing traded yet: the settings are free to change
             with self._transaction():
                 self.db.execute("DELETE FROM meta")
                 self._write_meta(meta)

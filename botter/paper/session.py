@@ -223,7 +223,7 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
                  "new" if last is None else f"resuming after {pd.Timestamp(last, unit='ms', tz='UTC')}")
         starts = None
         if not in_sample:
-            starts = {s: to_ms(run.out_of_sample_from(s)) for s in symbols if run.out_of_sample_from(s) is not None}
+            starts = {s: to_ms(t) for s in symbols if (t := run.out_of_sample_from(s)) is not None}
         n = loop.run(candle_feed, traders, ledger, stop=stop, out_of_sample_from=starts)
         log.info("%d candle times traded", n)
         return summary(ledger)
@@ -236,11 +236,8 @@ def status(run_dir, name: str) -> tuple[pd.Series, Path]:
         raise BotterError(f"no paper run {name!r} in {run_dir} ({path} is missing): "
                           f"start one with botter-paper run_dir={run_dir} name={name}")
     with Ledger(path, readonly=True) as ledger:
-        if ledger.last_time() is None:
+        if not ledger.states():  # skipped candles alone are no account to show
             raise BotterError(f"the paper run {name!r} has not traded a candle yet: run it first")
-        if "cash" not in ledger.meta():
-            raise BotterError(f"the paper ledger {path} holds candles but not the settings they were traded under "
-                              "(its meta table was altered): restore it from a copy")
         png = path.parent / "equity.png"
         plot_equity(ledger, png)
         return summary(ledger), png
