@@ -149,3 +149,10 @@ def test_a_resume_from_a_later_feed_start_says_which_candles_it_leaves_out(tiny_
     with caplog.at_level("WARNING", logger="botter.paper"):
         replay(tiny_run, "later", end=f"{later + pd.Timedelta('2h'):%Y-%m-%dT%H:%M}")
     assert "not traded" not in caplog.text
+
+
+def test_a_live_run_on_an_unknown_exchange_is_refused_before_a_file_is_written(tiny_run):
+    with pytest.raises(BotterError, match="exchange.id='binanse' is not a ccxt exchange id"):
+        session.trade(tiny_run, name="live", feed={"name": "ccxt"}, backtest=settings(tiny_run), progress=False,
+                      exchange={"id": "binanse"}, validate={})
+    assert not (tiny_run / "paper" / "live").exists()

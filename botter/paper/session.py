@@ -182,6 +182,12 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
         sandbox = False
     elif feed["name"] == "ccxt":
         source, exchange_id, sandbox = "exchange", exchange.get("id", "binance"), bool(exchange.get("sandbox", False))
+        if validate is None:
+            raise BotterError("the live feed needs the validation policy (validate, as botter-fetch's)")
+        ex = make_exchange(exchange_id, exchange.get("ccxt_config"), sandbox=sandbox)  # a bad id: refused before a file
+        # Paper trading reads public candles only: with no key it cannot sign a request, so a
+        # key in the environment is never sent, and no code path can place a real order.
+        ex.apiKey = ex.secret = ex.password = ""
         # A live run is out of sample by its clock; each candle is checked against the fitted
         # period all the same (`starts` below), as the exchange's clock, not ours, dates them.
         decisions = dict.fromkeys(symbols, (pd.Timestamp.now(tz="UTC"),) * 2)
@@ -207,12 +213,6 @@ def trade(run_dir, *, name: str, feed: dict, backtest: dict, symbols: list[str] 
                                  end={s: p[1] for s, p in periods.items()}, pace=feed["pace"], stop=stop,
                                  progress=progress)
         else:
-            if validate is None:
-                raise BotterError("the live feed needs the validation policy (validate, as botter-fetch's)")
-            ex = make_exchange(exchange_id, exchange.get("ccxt_config"), sandbox=sandbox)
-            # Paper trading reads public candles only: with no key it cannot sign a request, so a
-            # key in the environment is never sent, and no code path can place a real order.
-            ex.apiKey = ex.secret = ex.password = ""
             candle_feed = Poll(ex, symbols, info["timeframe"], policy=validate, stop=stop,
                                **{k: feed[k] for k in POLL_KEYS})
         for line in skipped:
